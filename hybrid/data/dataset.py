@@ -1,0 +1,127 @@
+"""The dataset directory: the seam between building data and learning from it.
+
+::
+
+    <dataset>/
+      candidates.parquet   one row per candidate: ids, survey, band, ra, dec, mjd, labels and their
+                           source, truth, features (units in meta.json), split
+      stamps.npy           float32 (N, C, H, W), channels in meta["channels"], read memory-mapped
+      meta.json            schema version, channels, stamp size, pixel scale, features with units,
+                           label vocabulary, counts, provenance (resolved config, git sha, versions)
+
+Directories are written atomically: everything goes to a temporary sibling directory that is renamed
+into place, so a reader never sees a half-written dataset and a killed writer leaves nothing behind
+but a temporary directory that the next write removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SCHEMA_VERSION = 1
+CANDIDATES = "candidates.parquet"
+STAMPS = "stamps.npy"
+META = "meta.json"
+
+
+class DatasetError(ValueError):
+    """A dataset directory that is missing, incomplete or inconsistent; the message names the file."""
+
+
+def _tmp_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_dataset(path: str | Path, candidates: pd.DataFrame, stamps: np.ndarray, meta: dict) -> Path:
+    """Write a dataset directory atomically (replacing an existing one at ``path``)."""
+    return write_dataset_streaming(path, [(candidates, stamps)], meta)
+
+
+def write_dataset_streaming(
+    path: str | Path, parts: Iterable[tuple[pd.DataFrame, np.ndarray]], meta: dict, *, total: int | None = None
+) -> Path:
+    """Write a dataset from (candidates, stamps) parts without holding all stamps in memory.
+
+    ``parts`` may be a generator (for instance over shards); with ``total`` unknown the parts are
+    read twice, so pass a list or give ``total`` (rows) and the stamp shape via the first part.
+    """
+    path = Path(path)
+    tmp = _tmp_sibling(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tables = []
+    out = None
+    offset = 0
+    parts = list(parts) if total is None else parts
+    if total is None:
+        total = sum(len(t) for t, _ in parts)
+    for table, stamps in parts:
+        if len(table) != len(stamps):
+            raise DatasetError(f"{path}: {len(table)} candidate rows but {len(stamps)} stamps")
+        if out is None:
+            out = np.lib.format.open_memmap(tmp / STAMPS, mode="w+", dtype=np.float32, shape=(total, *stamps.shape[1:]))
+        out[offset : offset + len(stamps)] = stamps
+        offset += len(stamps)
+        tables.append(table)
+    if out is None:
+        raise DatasetError(f"{path}: nothing to write")
+    if offset != total:
+        raise DatasetError(f"{path}: expected {total} rows, got {offset}")
+    out.flush()
+    del out
+    candidates = pd.concat(tables, ignore_index=True)
+    candidates.to_parquet(tmp / CANDIDATES, index=False)
+    meta = {"schema_version": SCHEMA_VERSION, **meta, "n_candidates": int(len(candidates))}
+    (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(path)
+    return path
+
+
+@dataclass
+class Dataset:
+    """A dataset directory opened for reading; stamps are memory-mapped, not loaded."""
+
+    path: Path
+    candidates: pd.DataFrame
+    stamps: np.ndarray
+    meta: dict
+
+    def __len__(self) -> int:
+        return len(self.candidates)
+
+
+def is_complete(path: str | Path) -> bool:
+    path = Path(path)
+    return all((path / f).is_file() for f in (CANDIDATES, STAMPS, META))
+
+
+def read_dataset(path: str | Path, *, mmap: bool = True) -> Dataset:
+    """Open a dataset directory, checking that its three files agree."""
+    path = Path(path)
+    for f in (META, CANDIDATES, STAMPS):
+        if not (path / f).is_file():
+            raise DatasetError(f"{path / f}: missing; is {path} a dataset directory?")
+    meta = json.loads((path / META).read_text())
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise DatasetError(f"{path / META}: field 'schema_version' is {meta.get('schema_version')}, expected {SCHEMA_VERSION}")
+    candidates = pd.read_parquet(path / CANDIDATES)
+    stamps = np.load(path / STAMPS, mmap_mode="r" if mmap else None)
+    if stamps.dtype != np.float32 or stamps.ndim != 4:
+        raise DatasetError(f"{path / STAMPS}: expected float32 (N, C, H, W), got {stamps.dtype} {stamps.shape}")
+    if len(stamps) != len(candidates):
+        raise DatasetError(f"{path}: {len(candidates)} rows in {CANDIDATES} but {len(stamps)} stamps in {STAMPS}")
+    return Dataset(path, candidates, stamps, meta)

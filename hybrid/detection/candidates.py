@@ -1,0 +1,111 @@
+"""From a difference image to candidates: detection, cutouts of every plane, and measurements.
+
+``StampSet`` holds the cutouts of one set of positions (science, reference and difference images plus
+the difference's variance, mask and score); ``measure`` turns a StampSet into the feature table. The
+curation step builds synthetic candidates by adding StampSets, and measures them with the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from hybrid.detection.detect import Detector
+from hybrid.detection.features import measure_stamps, nearest_source_features
+from hybrid.detection.stamps import cut_stamps, edge_fraction
+from hybrid.exposure import Difference, Exposure
+
+#: Image channels stored in the dataset, in order.
+CHANNELS: tuple[str, ...] = ("sci", "ref", "diff")
+
+
+@dataclass
+class StampSet:
+    """Cutouts (N, S, S) of all planes at N positions; ``score`` is None without a score image."""
+
+    sci: np.ndarray
+    ref: np.ndarray
+    diff: np.ndarray
+    variance: np.ndarray
+    mask: np.ndarray
+    score: np.ndarray | None
+
+    def __len__(self) -> int:
+        return self.diff.shape[0]
+
+    def images(self) -> np.ndarray:
+        """(N, 3, S, S) float32 cube of the stored channels (see :data:`CHANNELS`)."""
+        return np.stack([self.sci, self.ref, self.diff], axis=1).astype(np.float32)
+
+    def take(self, index: np.ndarray) -> StampSet:
+        return StampSet(
+            *(a[index] for a in (self.sci, self.ref, self.diff, self.variance, self.mask)),
+            score=None if self.score is None else self.score[index],
+        )
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The three images of one subtraction and what measuring on them needs."""
+
+    science: Exposure
+    reference: Exposure
+    difference: Difference
+    pixel_scale: float
+    catalog: pd.DataFrame | None = None
+
+    def cut(self, x: np.ndarray, y: np.ndarray, size: int, fill_value: float = np.nan) -> StampSet:
+        d = self.difference
+        return StampSet(
+            sci=cut_stamps(self.science.image, x, y, size, fill_value),
+            ref=cut_stamps(self.reference.image, x, y, size, fill_value),
+            diff=cut_stamps(d.image, x, y, size, fill_value),
+            variance=cut_stamps(d.variance, x, y, size, np.nan),
+            mask=cut_stamps(d.mask, x, y, size, 0),
+            score=None if d.score is None else cut_stamps(d.score, x, y, size, np.nan),
+        )
+
+    def measure(self, stamps: StampSet, x: np.ndarray, y: np.ndarray, sign: np.ndarray) -> pd.DataFrame:
+        """Feature table of candidates at (x, y) whose cutouts are ``stamps``."""
+        d = self.difference
+        ny, nx = d.image.shape
+        psf = d.psf.image_at((nx - 1) / 2, (ny - 1) / 2, min(2 * (stamps.diff.shape[1] // 4) + 1, 21))
+        table = measure_stamps(
+            stamps.diff,
+            stamps.variance,
+            stamps.mask,
+            psf,
+            sign,
+            zero_point=d.zero_point,
+            pixel_scale=self.pixel_scale,
+            score=stamps.score,
+        )
+        table = pd.concat([table, nearest_source_features(x, y, self.catalog, self.pixel_scale)], axis=1)
+        fwhm_sci = float(self.science.psf.fwhm_at((nx - 1) / 2, (ny - 1) / 2)) * self.pixel_scale
+        fwhm_ref = float(self.reference.psf.fwhm_at((nx - 1) / 2, (ny - 1) / 2)) * self.pixel_scale
+        table["fwhm_sci"] = fwhm_sci
+        table["seeing_ratio"] = fwhm_sci / fwhm_ref
+        table["maglim"] = self.maglim(psf)
+        table["stamp_edge_fraction"] = edge_fraction(d.image.shape, x, y, stamps.diff.shape[1])
+        return table
+
+    def maglim(self, psf: np.ndarray) -> float:
+        """5-sigma PSF-photometry depth of the difference image (mag), from its median variance."""
+        var = float(np.nanmedian(self.difference.variance))
+        return float(self.difference.zero_point - 2.5 * np.log10(5.0 * np.sqrt(var / (psf**2).sum())))
+
+
+def extract_candidates(
+    frame: Frame, detector: Detector, stamp_size: int, fill_value: float = np.nan
+) -> tuple[pd.DataFrame, StampSet]:
+    """Detect on the difference image, cut every plane and measure; one row per detection."""
+    det = detector.detect(frame.difference)
+    x, y, sign = det["x"].to_numpy(), det["y"].to_numpy(), det["sign"].to_numpy()
+    stamps = frame.cut(x, y, stamp_size, fill_value)
+    ra, dec = frame.difference.wcs.all_pix2world(x, y, 0) if len(det) else (np.zeros(0), np.zeros(0))
+    table = pd.concat(
+        [det.assign(ra=ra, dec=dec).reset_index(drop=True), frame.measure(stamps, x, y, sign)], axis=1
+    )
+    return table, stamps

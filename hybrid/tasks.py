@@ -1,0 +1,20 @@
+"""Tasks that `python run.py task=NAME` and the `hybrid` command both run (one function each)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from omegaconf import DictConfig
+
+from hybrid.data.build import build_dataset
+
+TASKS: dict[str, Callable[[DictConfig], object]] = {
+    "build_dataset": build_dataset,
+}
+
+
+def run_task(cfg: DictConfig) -> object:
+    name = cfg.task.name
+    if name not in TASKS:
+        raise KeyError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
+    return TASKS[name](cfg)
