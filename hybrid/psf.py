@@ -113,7 +113,9 @@ class MoffatPSF:
         core = min(size, 2 * int(np.ceil(1.5 * float(fwhm.max()))) + 1)
         lo = half - core // 2
         if oversample > 1:
-            prof[:, lo : lo + core, lo : lo + core] = self._sample(frac_x, frac_y, lo, core, shape, oversample)
+            prof[:, lo : lo + core, lo : lo + core] = self._sample(
+                frac_x, frac_y, lo, core, shape, oversample
+            )
         return prof, x0, y0
 
     def _sample(
@@ -207,23 +209,28 @@ def add_stamp(image: np.ndarray, stamp: np.ndarray, x0: int, y0: int) -> None:
     image[y0 + ys : y0 + ye, x0 + xs : x0 + xe] += stamp[ys:ye, xs:xe]
 
 
-def fit_moffat(stamp: np.ndarray, beta: float | None = None) -> tuple[float, float]:
-    """Fit a circular Moffat profile to a background-subtracted stamp of one source.
+def fit_moffat(stamp: np.ndarray, beta: float | None = None, oversample: int = 3) -> tuple[float, float]:
+    """Fit a circular, pixel-integrated Moffat profile to a background-subtracted stamp of one source.
 
-    Returns ``(fwhm, beta)`` in pixels. With ``beta`` given, only the width is fitted.
+    Returns ``(fwhm, beta)`` in pixels. With ``beta`` given, only the width is fitted. The model is
+    averaged over each pixel, so the FWHM is that of the PSF before pixelisation.
     """
     stamp = np.asarray(stamp, float)
     ny, nx = stamp.shape
-    yy, xx = np.mgrid[:ny, :nx]
+    sub = (np.arange(oversample) + 0.5) / oversample - 0.5
+    yy = (np.arange(ny)[:, None] + sub[None, :]).ravel()[:, None]
+    xx = (np.arange(nx)[:, None] + sub[None, :]).ravel()[None, :]
     total = stamp.sum()
-    cx0, cy0 = (stamp * xx).sum() / total, (stamp * yy).sum() / total
+    gy, gx = np.mgrid[:ny, :nx]
+    cx0, cy0 = (stamp * gx).sum() / total, (stamp * gy).sum() / total
 
     def model(p: np.ndarray) -> np.ndarray:
         flux, cx, cy, fwhm = p[:4]
         b = beta if beta is not None else p[4]
         a = moffat_alpha(abs(fwhm), b)
         r2 = ((xx - cx) ** 2 + (yy - cy) ** 2) / a**2
-        return flux * (b - 1) / (np.pi * a * a) * (1 + r2) ** (-b)
+        prof = flux * (b - 1) / (np.pi * a * a) * (1 + r2) ** (-b)
+        return prof.reshape(ny, oversample, nx, oversample).mean(axis=(1, 3))
 
     p0 = [total, cx0, cy0, 3.0] + ([] if beta is not None else [3.0])
     lower = [0, 0, 0, 0.3] + ([] if beta is not None else [1.2])

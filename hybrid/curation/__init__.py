@@ -55,7 +55,9 @@ class LabelSource(ABC):
 
 
 def labelled(rows: pd.DataFrame, real: np.ndarray, types: np.ndarray, source: str) -> pd.DataFrame:
-    return rows.assign(label_real=np.asarray(real, bool), label_type=np.asarray(types, object), label_source=source)
+    return rows.assign(
+        label_real=np.asarray(real, bool), label_type=np.asarray(types, object), label_source=source
+    )
 
 
 @LABEL_SOURCES.register("truth")
@@ -76,7 +78,9 @@ class Curation:
         seed: salt of the per-field vetting draw.
     """
 
-    def __init__(self, vetted_fraction: float = 1.0, sources: Sequence[LabelSource] = (), seed: int = 0) -> None:
+    def __init__(
+        self, vetted_fraction: float = 1.0, sources: Sequence[LabelSource] = (), seed: int = 0
+    ) -> None:
         if not 0.0 <= vetted_fraction <= 1.0:
             raise ValueError(f"curation.vetted_fraction must be in [0, 1], got {vetted_fraction}")
         self.vetted_fraction = vetted_fraction

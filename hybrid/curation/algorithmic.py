@@ -36,7 +36,9 @@ class AlgorithmicLabels(LabelSource):
         index = np.concatenate([np.flatnonzero(asteroid), drawn])
         rows = ctx.candidates.iloc[index].reset_index(drop=True)
         is_ast = np.arange(index.size) < asteroid.sum()
-        return labelled(rows, is_ast, np.where(is_ast, "asteroid", "bogus"), "algorithmic"), ctx.stamps.take(index)
+        return labelled(rows, is_ast, np.where(is_ast, "asteroid", "bogus"), "algorithmic"), ctx.stamps.take(
+            index
+        )
 
 
 @LABEL_SOURCES.register("injected")
@@ -80,7 +82,9 @@ class InjectedLabels(LabelSource):
         asteroids = np.flatnonzero(known_asteroid_rows(ctx) & ctx.candidates["isdiffpos"].to_numpy())
         cat = ctx.frame.catalog
         depth = ctx.field.survey.depth_m5
-        hosts = cat[(cat["sgscore"] < 0.5) & cat["r_eff"].notna() & (cat["mag"] < depth + self.max_galaxy_mag_margin)]
+        hosts = cat[
+            (cat["sgscore"] < 0.5) & cat["r_eff"].notna() & (cat["mag"] < depth + self.max_galaxy_mag_margin)
+        ]
         if asteroids.size == 0 or len(hosts) == 0 or self.per_epoch == 0:
             return ctx.candidates.iloc[:0], ctx.stamps.take(np.zeros(0, int))
         rng, n = ctx.rng, self.per_epoch

@@ -45,7 +45,9 @@ def match_truth(
         radius = np.maximum(1.0 * fwhm_px, 2.0) + truth["trail_px"].fillna(0.0).to_numpy() / 2
         tree = cKDTree(np.c_[x, y])
         best: dict[int, tuple[float, int]] = {}
-        for t, (tx, ty, tflux, r) in enumerate(zip(truth["x"], truth["y"], truth["flux"], radius, strict=True)):
+        for t, (tx, ty, tflux, r) in enumerate(
+            zip(truth["x"], truth["y"], truth["flux"], radius, strict=True)
+        ):
             for i in tree.query_ball_point((tx, ty), r):
                 if np.sign(tflux) != sign[i]:
                     continue

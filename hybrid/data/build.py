@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import subprocess
 import time
 from collections import defaultdict
@@ -38,6 +39,7 @@ import numpy as np
 import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from tqdm.auto import tqdm
@@ -45,7 +47,13 @@ from tqdm.auto import tqdm
 import hybrid
 from hybrid.curation import EpochContext
 from hybrid.curation.truth import match_truth
-from hybrid.data.dataset import DatasetError, is_complete, read_dataset, write_dataset, write_dataset_streaming
+from hybrid.data.dataset import (
+    DatasetError,
+    is_complete,
+    read_dataset,
+    write_dataset,
+    write_dataset_streaming,
+)
 from hybrid.data.splits import assign_splits
 from hybrid.detection import FEATURE_UNITS, subtract_background
 from hybrid.detection.candidates import CHANNELS, Frame
@@ -127,7 +135,11 @@ def process_field(cfg: DictConfig | dict, field_id: int) -> FieldProducts:
                 stamp_size=size,
             )
             rows, kept = curation(ctx)
-            rows = rows.assign(epoch=e, mjd=epoch.science.mjd, **{k: v for k, v in epoch.conditions.items() if k != "fwhm_arcsec"})
+            rows = rows.assign(
+                epoch=e,
+                mjd=epoch.science.mjd,
+                **{k: v for k, v in epoch.conditions.items() if k != "fwhm_arcsec"},
+            )
         tables.append(rows)
         stamps.append(kept.images())
     with timer("label"):
@@ -156,8 +168,6 @@ def object_ids(table: pd.DataFrame, field_id: int, radius_px: float = 2.0) -> np
     if rest.size:
         xy = table[["x", "y"]].to_numpy()[rest]
         pairs = cKDTree(xy).query_pairs(radius_px, output_type="ndarray")
-        from scipy.sparse import coo_matrix
-
         graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(rest.size, rest.size))
         _, comp = connected_components(graph, directed=False)
         ids[rest] = [f"{field_id}-b{c}" for c in comp]
@@ -173,7 +183,9 @@ def config_hash(cfg: DictConfig | dict) -> str:
 
 def git_sha() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -228,7 +240,9 @@ class BuildPlan:
         total = sum(len(s) for s in shards)
         c = self.cfg
         parts = ((self._finish(s.candidates), np.asarray(s.stamps)) for s in shards)
-        table_for_meta = pd.concat([s.candidates[["label_real", "label_type", "label_source"]] for s in shards])
+        table_for_meta = pd.concat(
+            [s.candidates[["label_real", "label_type", "label_source"]] for s in shards]
+        )
         meta = {
             "name": self.path.name,
             "config_hash": config_hash(c),
@@ -262,7 +276,9 @@ class BuildPlan:
 
     def _finish(self, table: pd.DataFrame) -> pd.DataFrame:
         fractions = tuple(self.cfg["data"]["split_fractions"])
-        return table.assign(split=assign_splits(table["object_id"].to_numpy(), fractions, int(self.cfg["seed"])))
+        return table.assign(
+            split=assign_splits(table["object_id"].to_numpy(), fractions, int(self.cfg["seed"]))
+        )
 
 
 def _sum_seconds(items: Any) -> dict[str, float]:
@@ -307,8 +323,6 @@ def build_dataset(cfg: DictConfig | dict) -> Path:
                     bar.update(len(futures[fut]))
     path = plan.merge()
     if not plan.cfg["data"].get("keep_shards", False):
-        import shutil
-
         shutil.rmtree(plan.shard_dir, ignore_errors=True)
     log.info("dataset written to %s", path)
     return path

@@ -46,7 +46,11 @@ def write_dataset(path: str | Path, candidates: pd.DataFrame, stamps: np.ndarray
 
 
 def write_dataset_streaming(
-    path: str | Path, parts: Iterable[tuple[pd.DataFrame, np.ndarray]], meta: dict, *, total: int | None = None
+    path: str | Path,
+    parts: Iterable[tuple[pd.DataFrame, np.ndarray]],
+    meta: dict,
+    *,
+    total: int | None = None,
 ) -> Path:
     """Write a dataset from (candidates, stamps) parts without holding all stamps in memory.
 
@@ -67,7 +71,9 @@ def write_dataset_streaming(
         if len(table) != len(stamps):
             raise DatasetError(f"{path}: {len(table)} candidate rows but {len(stamps)} stamps")
         if out is None:
-            out = np.lib.format.open_memmap(tmp / STAMPS, mode="w+", dtype=np.float32, shape=(total, *stamps.shape[1:]))
+            out = np.lib.format.open_memmap(
+                tmp / STAMPS, mode="w+", dtype=np.float32, shape=(total, *stamps.shape[1:])
+            )
         out[offset : offset + len(stamps)] = stamps
         offset += len(stamps)
         tables.append(table)
@@ -79,7 +85,7 @@ def write_dataset_streaming(
     del out
     candidates = pd.concat(tables, ignore_index=True)
     candidates.to_parquet(tmp / CANDIDATES, index=False)
-    meta = {"schema_version": SCHEMA_VERSION, **meta, "n_candidates": int(len(candidates))}
+    meta = {"schema_version": SCHEMA_VERSION, **meta, "n_candidates": len(candidates)}
     (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
     if path.exists():
         old = path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -116,12 +122,17 @@ def read_dataset(path: str | Path, *, mmap: bool = True) -> Dataset:
         if not (path / f).is_file():
             raise DatasetError(f"{path / f}: missing; is {path} a dataset directory?")
     meta = json.loads((path / META).read_text())
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        raise DatasetError(f"{path / META}: field 'schema_version' is {meta.get('schema_version')}, expected {SCHEMA_VERSION}")
+    version = meta.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise DatasetError(f"{path / META}: field 'schema_version' is {version}, expected {SCHEMA_VERSION}")
     candidates = pd.read_parquet(path / CANDIDATES)
     stamps = np.load(path / STAMPS, mmap_mode="r" if mmap else None)
     if stamps.dtype != np.float32 or stamps.ndim != 4:
-        raise DatasetError(f"{path / STAMPS}: expected float32 (N, C, H, W), got {stamps.dtype} {stamps.shape}")
+        raise DatasetError(
+            f"{path / STAMPS}: expected float32 (N, C, H, W), got {stamps.dtype} {stamps.shape}"
+        )
     if len(stamps) != len(candidates):
-        raise DatasetError(f"{path}: {len(candidates)} rows in {CANDIDATES} but {len(stamps)} stamps in {STAMPS}")
+        raise DatasetError(
+            f"{path}: {len(candidates)} rows in {CANDIDATES} but {len(stamps)} stamps in {STAMPS}"
+        )
     return Dataset(path, candidates, stamps, meta)

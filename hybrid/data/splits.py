@@ -14,7 +14,9 @@ import numpy as np
 SPLITS = ("train", "val", "test")
 
 
-def assign_splits(object_ids: np.ndarray, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0) -> np.ndarray:
+def assign_splits(
+    object_ids: np.ndarray, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0
+) -> np.ndarray:
     """'train', 'val' or 'test' for each object id, with the given expected fractions."""
     f = np.asarray(fractions, float)
     if f.shape != (3,) or np.any(f < 0) or not np.isclose(f.sum(), 1.0):

@@ -101,7 +101,14 @@ def subtract_background(exposure: Exposure, box: int = 64, filter_size: int = 3)
         return exposure
     image = np.ascontiguousarray(exposure.image, dtype=np.float32)
     invalid = ~np.isfinite(image) | ((exposure.mask & (Mask.NO_DATA | Mask.SATURATED)) != 0)
-    bkg = sep.Background(np.where(invalid, 0, image).astype(np.float32), mask=invalid, bw=box, bh=box, fw=filter_size, fh=filter_size)
+    bkg = sep.Background(
+        np.where(invalid, 0, image).astype(np.float32),
+        mask=invalid,
+        bw=box,
+        bh=box,
+        fw=filter_size,
+        fh=filter_size,
+    )
     return replace(
         exposure,
         image=(image - bkg.back()).astype(np.float32),

@@ -11,7 +11,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 
-def cut_stamps(image: np.ndarray, x: np.ndarray, y: np.ndarray, size: int, fill_value: float = np.nan) -> np.ndarray:
+def cut_stamps(
+    image: np.ndarray, x: np.ndarray, y: np.ndarray, size: int, fill_value: float = np.nan
+) -> np.ndarray:
     """Stamps (N, size, size) of ``image`` centred on the pixels nearest to (x, y).
 
     Pixels outside the image take ``fill_value``. ``size`` must be odd.

@@ -82,7 +82,9 @@ def draw_defects(rng: np.random.Generator, cfg: ArtifactConfig, shape: tuple[int
         column_x=rng.integers(0, nx, n_col),
         column_y0=y0,
         column_y1=np.minimum(ny, y0 + rng.integers(ny // 8, ny, n_col)),
-        column_amplitude=cfg.bad_column_amplitude * rng.choice([-1.0, 1.0], n_col) * rng.uniform(0.5, 2, n_col),
+        column_amplitude=cfg.bad_column_amplitude
+        * rng.choice([-1.0, 1.0], n_col)
+        * rng.uniform(0.5, 2, n_col),
         column_known=rng.uniform(size=n_col) < cfg.bad_column_known_fraction,
     )
 
@@ -183,7 +185,7 @@ def misregistration(
 
 def no_data_strip(rng: np.random.Generator, cfg: ArtifactConfig, shape: tuple[int, int]) -> np.ndarray:
     """Boolean map of reference pixels outside the reference footprint (an edge strip, or none)."""
-    ny, nx = shape
+    _ny, _nx = shape
     out = np.zeros(shape, bool)
     if rng.uniform() < cfg.no_data_probability:
         width = int(rng.integers(*cfg.no_data_width))

@@ -83,7 +83,9 @@ def make_wcs(rng: np.random.Generator, shape: tuple[int, int], pixel_scale: floa
     return w
 
 
-def _draw_psf(rng: np.random.Generator, fwhm_px: float, beta: float, shape: tuple[int, int], variation: float) -> MoffatPSF:
+def _draw_psf(
+    rng: np.random.Generator, fwhm_px: float, beta: float, shape: tuple[int, int], variation: float
+) -> MoffatPSF:
     return MoffatPSF(
         fwhm=fwhm_px,
         beta=max(1.8, beta + rng.normal(0, 0.2)),
@@ -140,7 +142,9 @@ def simulate_field(survey: SurveyProfile, config: SimConfig, seed: int, field_id
         return (level * (1 + g[0] * (xx / nx - 0.5) + g[1] * (yy / ny - 0.5))).astype(np.float32)
 
     # reference: a deep stack with better seeing, misregistered against the science grid
-    ref_fwhm = survey.seeing_median * survey.reference_seeing_factor * np.exp(rng.normal(0, survey.seeing_sigma / 3))
+    ref_fwhm = (
+        survey.seeing_median * survey.reference_seeing_factor * np.exp(rng.normal(0, survey.seeing_sigma / 3))
+    )
     ref_psf = _draw_psf(rng, ref_fwhm / survey.pixel_scale, survey.psf_beta, shape, config.psf_variation)
     ref_throughput = 10 ** (-0.4 * abs(rng.normal(0, survey.transparency_sigma / 3)))
     ref_model = np.zeros(shape, np.float32)
@@ -148,11 +152,19 @@ def simulate_field(survey: SurveyProfile, config: SimConfig, seed: int, field_id
     star_shift = misregister(stars["x"].to_numpy(), stars["y"].to_numpy())
     galaxy_light = np.zeros(shape, np.float32)
     render_intrinsic_galaxies(galaxy_light, galaxies, gal_flux)
-    render_points(ref_model, ref_psf, stars["x"] + star_shift[:, 0], stars["y"] + star_shift[:, 1], star_flux * ref_throughput)
+    render_points(
+        ref_model,
+        ref_psf,
+        stars["x"] + star_shift[:, 0],
+        stars["y"] + star_shift[:, 1],
+        star_flux * ref_throughput,
+    )
     ref_model += convolve_tiled(galaxy_light, ref_psf, shift=misregister) * ref_throughput
     nuc = transients[nuclear_ref]
     render_points(ref_model, ref_psf, nuc["x"], nuc["y"], nuc["ref_flux"].to_numpy() * ref_throughput)
-    ref_sky = survey.sky_adu(survey.sky_brightness + abs(rng.normal(0, survey.sky_sigma / 2))) * ref_throughput
+    ref_sky = (
+        survey.sky_adu(survey.sky_brightness + abs(rng.normal(0, survey.sky_sigma / 2))) * ref_throughput
+    )
     sky = sky_plane(ref_sky)
     ref_image, ref_var = _observe(rng, (ref_model + sky) * survey.gain, survey, survey.reference_exposures)
     ref_mask = np.where(edge, Mask.EDGE, 0).astype(np.uint16)
@@ -239,7 +251,9 @@ def simulate_field(survey: SurveyProfile, config: SimConfig, seed: int, field_id
             host_offset_re=np.nan,
         )
         truth = pd.concat([truth, ast[[*truth.columns, "trail_px"]]], ignore_index=True)
-        truth["mag"] = survey.zero_point - 2.5 * np.log10(np.maximum(np.abs(truth["flux"].to_numpy(float)), 1e-3))
+        truth["mag"] = survey.zero_point - 2.5 * np.log10(
+            np.maximum(np.abs(truth["flux"].to_numpy(float)), 1e-3)
+        )
         epochs.append(
             SimulatedEpoch(
                 science=science,

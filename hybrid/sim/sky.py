@@ -207,7 +207,9 @@ def observe_catalog(
         # star-galaxy separation is sure for bright sources and a coin toss at the catalogue limit
         certainty = 1.0 / (1.0 + np.exp((m - (m50 - 1.5)) / 0.5))
         sign = 1.0 if kind == "star" else -1.0
-        sgscore = np.clip(0.5 + sign * 0.5 * certainty + rng.normal(0.0, 0.12, m.size) * (1 - certainty), 0, 1)
+        sgscore = np.clip(
+            0.5 + sign * 0.5 * certainty + rng.normal(0.0, 0.12, m.size) * (1 - certainty), 0, 1
+        )
         out = pd.DataFrame(
             {
                 "source_id": [f"{kind[0]}{i}" for i in t.index],

@@ -32,11 +32,11 @@ class TransientConfig:
     Asteroid rates are in arcsec / minute.
     """
 
-    sn_per_field: float = 18.0
-    nuclear_per_field: float = 5.0
-    variable_stars_per_field: float = 10.0
-    hostless_per_field: float = 3.0
-    asteroids_per_epoch: float = 8.0
+    sn_per_field: float = 40.0
+    nuclear_per_field: float = 10.0
+    variable_stars_per_field: float = 15.0
+    hostless_per_field: float = 6.0
+    asteroids_per_epoch: float = 12.0
     sn_peak_abs_mag: tuple[float, float] = (-18.5, 1.0)
     sn_phase_range: tuple[float, float] = (-15.0, 60.0)  # days from peak at the first epoch
     sn_rise: float = 0.015  # mag / day^2 before peak
@@ -140,7 +140,9 @@ def draw_persistent(
         fluxes.append(sci)
 
     # variable stars: unsaturated catalogued stars whose flux changes
-    eligible = np.flatnonzero((stars["mag"] > survey.saturation_mag() + 0.5) & (stars["mag"] < survey.depth_m5 + 0.5))
+    eligible = np.flatnonzero(
+        (stars["mag"] > survey.saturation_mag() + 0.5) & (stars["mag"] < survey.depth_m5 + 0.5)
+    )
     n = min(rng.poisson(cfg.variable_stars_per_field), eligible.size)
     if n:
         idx = rng.choice(eligible, n, replace=False)
@@ -215,7 +217,9 @@ def draw_asteroids(
     s = cfg.asteroid_count_slope
     mag = np.log10(10 ** (s * lo) + u * (10 ** (s * hi) - 10 ** (s * lo))) / s
     neo = rng.uniform(size=n) < cfg.neo_fraction
-    rate = np.where(neo, cfg.neo_rate * 10 ** rng.normal(0, 0.3, n), cfg.asteroid_rate * 10 ** rng.normal(0, 0.2, n))
+    rate = np.where(
+        neo, cfg.neo_rate * 10 ** rng.normal(0, 0.3, n), cfg.asteroid_rate * 10 ** rng.normal(0, 0.2, n)
+    )
     trail = rate * survey.exposure_time / 60.0 / survey.pixel_scale
     known = (mag < survey.depth_m5 + cfg.known_asteroid_margin) & (
         rng.uniform(size=n) < cfg.known_asteroid_fraction
@@ -234,7 +238,9 @@ def draw_asteroids(
     )
 
 
-def trail_points(asteroids: pd.DataFrame, step: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def trail_points(
+    asteroids: pd.DataFrame, step: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Split each (possibly trailed) asteroid into point sources along its trail.
 
     Returns x, y, flux of the points and the asteroid index of each point.

@@ -1,0 +1,89 @@
+"""The `hybrid` command: thin verbs over the library (the same functions `python run.py` calls).
+
+    hybrid build [OVERRIDES...]            build (or reuse) the dataset; Hydra overrides as for run.py
+    hybrid bench build [--fields N]        benchmark the build pipeline, results in reports/
+    hybrid examples DATASET [--out PNG]    figure of example triplets per class and bogus kind
+    hybrid list                            registered plug-ins (subtractors, label sources)
+    hybrid simulate --out DIR [--fields N] [OVERRIDES...]  simulated fields as FITS + truth, DIR/field-NNNN/
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def load_config(overrides: list[str]) -> DictConfig:
+    """Compose conf/config.yaml with Hydra overrides, as `python run.py` does."""
+    if not CONF_DIR.is_dir():
+        raise FileNotFoundError(f"{CONF_DIR}: config directory not found; run from a source checkout")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(
+        prog="hybrid", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="verb", required=True)
+    p_build = sub.add_parser("build", help="build the candidate dataset")
+    p_build.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. survey=rubin data.n_fields=10")
+    p_bench = sub.add_parser("bench", help="benchmarks; results go to reports/")
+    p_bench.add_argument("what", choices=["build"])
+    p_bench.add_argument("--fields", type=int, default=16, help="fields per measured build")
+    p_bench.add_argument("--out", type=Path, default=Path("reports"))
+    p_bench.add_argument("overrides", nargs="*")
+    p_ex = sub.add_parser("examples", help="figure of example triplets of every class and bogus kind")
+    p_ex.add_argument("dataset", type=Path)
+    p_ex.add_argument("--out", type=Path, default=Path("reports/example_triplets.png"))
+    p_ex.add_argument("--per-class", type=int, default=3)
+    sub.add_parser("list", help="registered plug-ins")
+    p_sim = sub.add_parser("simulate", help="simulate fields and write them as FITS files and truth tables")
+    p_sim.add_argument("--out", type=Path, required=True, help="output directory")
+    p_sim.add_argument("--fields", type=int, default=1, help="number of fields (ids 0 .. N-1)")
+    p_sim.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. survey=rubin sim.shape=[512,512]")
+    args = parser.parse_args(argv)
+
+    if args.verb == "build":
+        from hybrid.data.build import build_dataset
+
+        print(build_dataset(load_config(args.overrides)))
+    elif args.verb == "bench":
+        from hybrid.bench import bench_build
+
+        print(bench_build(load_config(args.overrides), n_fields=args.fields, out_dir=args.out))
+    elif args.verb == "examples":
+        from hybrid.data.figures import plot_examples
+
+        print(plot_examples(args.dataset, args.out, per_class=args.per_class))
+    elif args.verb == "list":
+        from hybrid.curation import LABEL_SOURCES
+        from hybrid.subtraction import SUBTRACTORS
+
+        for reg in (SUBTRACTORS, LABEL_SOURCES):
+            print(f"{reg.kind}s: {', '.join(reg.names())}")
+    elif args.verb == "simulate":
+        from hydra.utils import instantiate
+
+        from hybrid.data.fits import write_field
+        from hybrid.sim.field import simulate_field
+
+        cfg = load_config(args.overrides)
+        survey, sim = instantiate(cfg.survey), instantiate(cfg.sim)
+        for field_id in range(args.fields):
+            fld = simulate_field(survey, sim, int(cfg.seed), field_id)
+            for path in write_field(fld, args.out / f"field-{field_id:04d}"):
+                print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
