@@ -69,7 +69,7 @@ class MoffatPSF:
     fwhm_slope: tuple[float, float] = (0.0, 0.0)
     fwhm_curvature: float = 0.0
     astigmatism: float = 0.0
-    _cache: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
+    _cache: dict = field(default_factory=dict, init=False, compare=False, repr=False, hash=False)
 
     def params_at(
         self, x: np.ndarray | float, y: np.ndarray | float

@@ -12,7 +12,7 @@ stack of ``reference_exposures`` exposures at a better seeing, scaled to one exp
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,7 @@ class SimConfig:
     epochs_per_field: int = 2
     cadence_days: float = 2.0
     psf_variation: float = 0.04  # typical fractional FWHM change across the field
+    psf_model_error: float = 0.02  # fractional error of the PSF model the pipeline is given
     sky_gradient: float = 0.02  # fractional sky change across the field
     sky: SkyConfig = field(default_factory=SkyConfig)
     transients: TransientConfig = field(default_factory=TransientConfig)
@@ -55,6 +56,7 @@ class SimulatedEpoch:
     transients: pd.DataFrame  # id, type, x, y, flux (difference flux, ADU), mag, host, known, ...
     artifact_map: np.ndarray  # uint8 codes of hybrid.sim.artifacts.Artifact
     conditions: dict
+    true_psf: MoffatPSF  # the PSF the image was rendered with (science.psf is the pipeline's model)
 
 
 @dataclass
@@ -66,6 +68,7 @@ class SimulatedField:
     stars: pd.DataFrame
     galaxies: pd.DataFrame
     catalog: pd.DataFrame
+    reference_true_psf: MoffatPSF
 
 
 def make_wcs(rng: np.random.Generator, shape: tuple[int, int], pixel_scale: float) -> WCS:
@@ -95,6 +98,18 @@ def _draw_psf(
         fwhm_slope=(rng.normal(0, variation), rng.normal(0, variation)),
         fwhm_curvature=abs(rng.normal(variation, variation / 2)),
         astigmatism=rng.normal(0, 0.04),
+    )
+
+
+def _pipeline_psf(rng: np.random.Generator, true: MoffatPSF, error: float) -> MoffatPSF:
+    """The PSF model a pipeline would have estimated: the true PSF with small errors in width, wings
+    and shape (PSF models fitted to a few dozen stars are good to a few per cent)."""
+    return replace(
+        true,
+        fwhm=true.fwhm * (1 + rng.normal(0, error)),
+        beta=max(1.8, true.beta + rng.normal(0, 5 * error)),
+        e1=true.e1 + rng.normal(0, error / 2),
+        e2=true.e2 + rng.normal(0, error / 2),
     )
 
 
@@ -177,7 +192,7 @@ def simulate_field(survey: SurveyProfile, config: SimConfig, seed: int, field_id
         image=ref_image,
         variance=ref_var,
         mask=ref_mask,
-        psf=ref_psf,
+        psf=_pipeline_psf(rng, ref_psf, config.psf_model_error),
         wcs=wcs,
         zero_point=survey.zero_point + 2.5 * np.log10(ref_throughput),
         gain=survey.gain * survey.reference_exposures,
@@ -227,7 +242,7 @@ def simulate_field(survey: SurveyProfile, config: SimConfig, seed: int, field_id
             image=image,
             variance=var,
             mask=mask,
-            psf=psf,
+            psf=_pipeline_psf(rng, psf, config.psf_model_error),
             wcs=wcs,
             zero_point=survey.zero_point + 2.5 * np.log10(throughput),
             gain=survey.gain,
@@ -267,6 +282,7 @@ def simulate_field(survey: SurveyProfile, config: SimConfig, seed: int, field_id
                     "cosmic_rays": n_cr,
                     "depth_m5": survey.limiting_magnitude(fwhm, sky_mu) - extinction,
                 },
+                true_psf=psf,
             )
         )
-    return SimulatedField(field_id, survey, reference, epochs, stars, galaxies, catalog)
+    return SimulatedField(field_id, survey, reference, epochs, stars, galaxies, catalog, ref_psf)
