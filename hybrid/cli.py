@@ -1,10 +1,10 @@
 """The `hybrid` command: thin verbs over the library (the same functions `python run.py` calls).
 
-    hybrid build [OVERRIDES...]            build (or reuse) the dataset; Hydra overrides as for run.py
-    hybrid bench build [--fields N]        benchmark the build pipeline, results in reports/
-    hybrid examples DATASET [--out PNG]    figure of example triplets per class and bogus kind
-    hybrid list                            registered plug-ins (subtractors, label sources)
-    hybrid simulate --out DIR [--fields N] [OVERRIDES...]  simulated fields as FITS + truth, DIR/field-NNNN/
+hybrid build [OVERRIDES...]            build (or reuse) the dataset; Hydra overrides as for run.py
+hybrid bench build [--fields N]        benchmark the build pipeline, results in reports/
+hybrid examples DATASET [--out PNG]    figure of example triplets per class and bogus kind
+hybrid list                            registered plug-ins (subtractors, label sources)
+hybrid simulate --out DIR [--fields N] [OVERRIDES...]  simulated fields as FITS + truth, DIR/field-NNNN/
 """
 
 from __future__ import annotations
