@@ -1,7 +1,7 @@
 """The `hybrid` command: thin verbs over the library (the same functions `python run.py` calls).
 
 hybrid build [OVERRIDES...]            build (or reuse) the dataset; Hydra overrides as for run.py
-hybrid bench build [--fields N]        benchmark the build pipeline, results in reports/
+hybrid bench WHAT [--fields N]         benchmarks: build, subtraction, context, train (-> reports/)
 hybrid examples DATASET [--out PNG]    figure of example triplets per class and bogus kind
 hybrid list                            registered plug-ins (subtractors, label sources)
 hybrid simulate --out DIR [--fields N] [OVERRIDES...]  simulated fields as FITS + truth, DIR/field-NNNN/
@@ -16,6 +16,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+
+from hybrid.bench import BENCHMARKS
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -37,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     p_build = sub.add_parser("build", help="build the candidate dataset")
     p_build.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. survey=rubin data.n_fields=10")
     p_bench = sub.add_parser("bench", help="benchmarks; results go to reports/")
-    p_bench.add_argument("what", choices=["build"])
-    p_bench.add_argument("--fields", type=int, default=16, help="fields per measured build")
+    p_bench.add_argument("what", choices=list(BENCHMARKS))
+    p_bench.add_argument("--fields", type=int, default=None, help="size of the benchmark (fields or frames)")
     p_bench.add_argument("--out", type=Path, default=Path("reports"))
     p_bench.add_argument("overrides", nargs="*")
     p_ex = sub.add_parser("examples", help="figure of example triplets of every class and bogus kind")
@@ -57,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(build_dataset(load_config(args.overrides)))
     elif args.verb == "bench":
-        from hybrid.bench import bench_build
+        from hybrid.bench import run_benchmark
 
-        print(bench_build(load_config(args.overrides), n_fields=args.fields, out_dir=args.out))
+        print(run_benchmark(args.what, load_config(args.overrides), out_dir=args.out, fields=args.fields))
     elif args.verb == "examples":
         from hybrid.data.figures import plot_examples
 

@@ -68,8 +68,9 @@ def _subtraction_times(cfg: DictConfig, shape: tuple[int, int], repeats: int = 3
     return out
 
 
-def bench_build(cfg: DictConfig, *, n_fields: int = 16, out_dir: str | Path = "reports") -> Path:
+def run(cfg: DictConfig, *, out_dir: str | Path = "reports", fields: int | None = None) -> Path:
     """Run the build benchmark and write ``bench_build.md`` and ``bench_build.json`` to ``out_dir``."""
+    n_fields = fields or 16
     workers = max(int(cfg.data.workers), 2)
     serial = _timed_build(cfg, n_fields, 1)
     parallel = _timed_build(cfg, n_fields, workers)
