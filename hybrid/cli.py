@@ -67,10 +67,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(plot_examples(args.dataset, args.out, per_class=args.per_class))
     elif args.verb == "list":
+        from hybrid.context import ASSOCIATORS
         from hybrid.curation import LABEL_SOURCES
+        from hybrid.models import FUSIONS, IMAGE_ENCODERS, TABULAR_ENCODERS
         from hybrid.subtraction import SUBTRACTORS
 
-        for reg in (SUBTRACTORS, LABEL_SOURCES):
+        for reg in (SUBTRACTORS, LABEL_SOURCES, ASSOCIATORS, IMAGE_ENCODERS, TABULAR_ENCODERS, FUSIONS):
             print(f"{reg.kind}s: {', '.join(reg.names())}")
     elif args.verb == "simulate":
         from hydra.utils import instantiate

@@ -8,8 +8,16 @@ from omegaconf import DictConfig
 
 from hybrid.data.build import build_dataset
 
+
+def train(cfg: DictConfig) -> object:
+    from hybrid.training.train import train as run  # imports torch and lightning only when training
+
+    return run(cfg)
+
+
 TASKS: dict[str, Callable[[DictConfig], object]] = {
     "build_dataset": build_dataset,
+    "train": train,
 }
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from hybrid.data.build import BuildPlan, build_dataset, process_field
 from hybrid.data.dataset import DatasetError, read_dataset, write_dataset
@@ -76,7 +77,8 @@ def test_build_makes_a_labelled_dataset_and_reuses_it(small_cfg) -> None:
     for col in ("ra", "dec", "mjd", "survey", "band", "object_id", "split", "bogus_kind", *FEATURE_UNITS):
         assert col in c.columns, col
     assert c.groupby("object_id")["split"].nunique().max() == 1
-    assert ds.meta["features"] == FEATURE_UNITS and ds.meta["pixel_scale"] == pytest.approx(1.01)
+    context_units = instantiate(small_cfg.context).feature_units()
+    assert ds.meta["features"] == {**FEATURE_UNITS, **context_units} and ds.meta["pixel_scale"] == pytest.approx(1.01)
     assert ds.meta["provenance"]["config"]["sim"]["shape"] == [256, 256]
     assert c["ra"].between(0, 360).all() and c["dec"].between(-90, 90).all()
     # a second build of the same config reuses the directory
@@ -85,7 +87,7 @@ def test_build_makes_a_labelled_dataset_and_reuses_it(small_cfg) -> None:
 
     item = CandidateDataset(path, split=None)[0]
     assert item["image"].shape == (3, 31, 31) and item["image"].dtype == torch.float32
-    assert item["features"].shape == (len(FEATURE_UNITS),)
+    assert item["features"].shape == (len(ds.meta["features"]),)
     only_diff = CandidateDataset(path, channels=["diff"])
     assert only_diff[0]["image"].shape == (1, 31, 31)
     train = CandidateDataset(path, split="train")
@@ -106,7 +108,7 @@ def test_goto_like_curation_mixes_label_sources(small_cfg) -> None:
     assert (alg.loc[alg["label_real"], "truth_type"] == "asteroid").all()
     inj = c[c["label_source"] == "injected"]
     assert (inj["label_type"] == "sn").all() and inj["snr_psf"].median() > 5
-    assert inj["injected_offset"].notna().all()
+    assert inj["truth_host_offset"].notna().all() and inj["injected_host"].notna().all()
 
 
 def _build_command(cache: Path) -> list[str]:

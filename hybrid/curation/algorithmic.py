@@ -91,7 +91,8 @@ class InjectedLabels(LabelSource):
         donor = rng.choice(asteroids, n)
         host = hosts.iloc[rng.integers(0, len(hosts), n)]
         scale = ctx.field.survey.pixel_scale
-        r = self._offsets(rng, n) * host["r_eff"].to_numpy() / scale
+        offset_re = self._offsets(rng, n)
+        r = offset_re * host["r_eff"].to_numpy() / scale
         phi = rng.uniform(0, 2 * np.pi, n)
         q = host["axis_ratio"].to_numpy()
         pa = np.deg2rad(host["pa"].to_numpy())
@@ -127,9 +128,10 @@ class InjectedLabels(LabelSource):
                         "truth_type": "sn",
                         "transient_id": -1,
                         "truth_mag": donor_rows["truth_mag"].to_numpy(),
+                        "truth_host_offset": r * scale,
+                        "truth_host_offset_re": offset_re,
                         "bogus_kind": "",
                         "injected_host": host["source_id"].to_numpy(),
-                        "injected_offset": r * scale,
                     }
                 ),
             ],

@@ -31,7 +31,8 @@ def match_truth(
     """Truth columns for candidates with x, y, sign and stamp_nan_fraction.
 
     Returns truth_real (bool), truth_type (a transient type or "bogus"), transient_id (-1 for bogus),
-    truth_mag (mag of the transient's difference flux, NaN for bogus) and bogus_kind ("" for reals).
+    truth_mag (mag of the transient's difference flux, NaN for bogus), truth_host_offset (arcsec) and
+    truth_host_offset_re (in units of the host's R_e; NaN without a host) and bogus_kind ("" for reals).
     """
     n = len(candidates)
     x, y = candidates["x"].to_numpy(), candidates["y"].to_numpy()
@@ -41,6 +42,7 @@ def match_truth(
     ttype = np.full(n, "bogus", dtype=object)
     tid = np.full(n, -1, np.int64)
     tmag = np.full(n, np.nan)
+    offset, offset_re = np.full(n, np.nan), np.full(n, np.nan)
     if n and len(truth):
         radius = np.maximum(1.0 * fwhm_px, 2.0) + truth["trail_px"].fillna(0.0).to_numpy() / 2
         tree = cKDTree(np.c_[x, y])
@@ -63,9 +65,19 @@ def match_truth(
             ttype[i] = truth["type"].iat[t]
             tid[i] = truth["transient_id"].iat[t]
             tmag[i] = truth["mag"].iat[t]
+            offset[i] = truth["host_offset"].iat[t]
+            offset_re[i] = truth["host_offset_re"].iat[t]
     kind = np.where(real, "", bogus_kinds(candidates, field, epoch, fwhm_px=fwhm_px))
     return pd.DataFrame(
-        {"truth_real": real, "truth_type": ttype, "transient_id": tid, "truth_mag": tmag, "bogus_kind": kind}
+        {
+            "truth_real": real,
+            "truth_type": ttype,
+            "transient_id": tid,
+            "truth_mag": tmag,
+            "truth_host_offset": offset,
+            "truth_host_offset_re": offset_re,
+            "bogus_kind": kind,
+        }
     )
 
 

@@ -63,10 +63,10 @@ from hybrid.taxonomy import BOGUS_KINDS, LABEL_SOURCES, TRANSIENT_TYPES
 log = logging.getLogger(__name__)
 
 #: Config groups that determine the dataset's content (and so its cache key).
-CONTENT_KEYS = ("seed", "survey", "sim", "subtraction", "detection", "curation")
+CONTENT_KEYS = ("seed", "survey", "sim", "subtraction", "detection", "curation", "context")
 #: data.* keys that do not change the content.
 NON_CONTENT_DATA_KEYS = ("workers", "fields_per_shard", "keep_shards", "progress")
-STAGES = ("simulate", "subtract", "detect", "cut", "label")
+STAGES = ("simulate", "subtract", "detect", "cut", "label", "context")
 
 
 @dataclass
@@ -104,10 +104,13 @@ def process_field(cfg: DictConfig | dict, field_id: int) -> FieldProducts:
     subtractor = instantiate(cfg.subtraction)
     detector = instantiate(cfg.detection)
     curation = instantiate(cfg.curation)
+    context = instantiate(cfg.context) if cfg.get("context") else None
     size = int(cfg.data.stamp_size)
     fill = float(cfg.data.fill_value)
     with timer("simulate"):
         fld = simulate_field(survey, sim, int(cfg.seed), field_id)
+    with timer("context"):
+        kb = context.knowledge_base(fld.catalog) if context is not None else None
     tables, stamps = [], []
     for e, epoch in enumerate(fld.epochs):
         with timer("subtract"):
@@ -140,6 +143,9 @@ def process_field(cfg: DictConfig | dict, field_id: int) -> FieldProducts:
                 mjd=epoch.science.mjd,
                 **{k: v for k, v in epoch.conditions.items() if k != "fwhm_arcsec"},
             )
+        if context is not None:  # after curation, so that injected candidates get their context too
+            with timer("context"):
+                rows = pd.concat([rows, context.features(rows, kb)], axis=1)
         tables.append(rows)
         stamps.append(kept.images())
     with timer("label"):
@@ -174,9 +180,14 @@ def object_ids(table: pd.DataFrame, field_id: int, radius_px: float = 2.0) -> np
     return ids
 
 
+#: Bump when the pipeline's output changes for an unchanged config, so cached datasets are rebuilt.
+PIPELINE_VERSION = 2
+
+
 def config_hash(cfg: DictConfig | dict) -> str:
     c = as_container(cfg)
     content = {k: c.get(k) for k in CONTENT_KEYS}
+    content["pipeline_version"] = PIPELINE_VERSION
     content["data"] = {k: v for k, v in c.get("data", {}).items() if k not in NON_CONTENT_DATA_KEYS}
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
@@ -239,6 +250,7 @@ class BuildPlan:
         shards = [read_dataset(p) for p in paths]
         total = sum(len(s) for s in shards)
         c = self.cfg
+        context_units = instantiate(c["context"]).feature_units() if c.get("context") else {}
         parts = ((self._finish(s.candidates), np.asarray(s.stamps)) for s in shards)
         table_for_meta = pd.concat(
             [s.candidates[["label_real", "label_type", "label_source"]] for s in shards]
@@ -254,7 +266,7 @@ class BuildPlan:
             "channel_units": {"sci": "adu (sky included)", "ref": "adu (sky subtracted)", "diff": "adu"},
             "stamp_size": int(c["data"]["stamp_size"]),
             "fill_value": str(c["data"]["fill_value"]),
-            "features": dict(FEATURE_UNITS),
+            "features": {**FEATURE_UNITS, **context_units},
             "transient_types": list(TRANSIENT_TYPES),
             "bogus_kinds": list(BOGUS_KINDS),
             "label_sources": list(LABEL_SOURCES),

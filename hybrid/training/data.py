@@ -1,0 +1,156 @@
+"""The training data: splits of a dataset directory held in memory as tensors, served in batches.
+
+Stamps are kept raw (ADU, NaN at edges); normalisation happens inside the model so that training and
+serving see the same code. Batches are cut from a per-epoch permutation seeded by (seed, epoch), so a
+run resumed at an epoch boundary sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from hybrid.data.dataset import DatasetError, read_dataset
+from hybrid.taxonomy import TRANSIENT_TYPES
+
+
+class SplitTensors:
+    """One split's stamps, features and labels as tensors, with the rows they came from."""
+
+    def __init__(
+        self, stamps: np.ndarray, table: pd.DataFrame, features: list[str], channels: list[int]
+    ) -> None:
+        self.rows = table.index.to_numpy()
+        self.table = table.reset_index(drop=True)
+        # rows are ascending (a boolean selection), which is the fast order to read a memory map in
+        self.image = torch.from_numpy(np.ascontiguousarray(stamps[self.rows][:, channels], np.float32))
+        self.features = torch.tensor(table[features].to_numpy(np.float32))
+        self.label_real = torch.tensor(table["label_real"].to_numpy(np.float32))
+        self.label_type = torch.tensor(table["label_type"].map(TRANSIENT_TYPES.index).to_numpy(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @torch.no_grad()
+    def normalize_stamps(self, normalizer: torch.nn.Module, chunk: int = 4096) -> None:
+        """Replace the raw stamps by ``normalizer(stamps)``, once, chunk by chunk."""
+        self.image = torch.cat([normalizer(self.image[i : i + chunk]) for i in range(0, len(self), chunk)])
+
+    def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {
+            "image": self.image[index],
+            "features": self.features[index],
+            "label_real": self.label_real[index],
+            "label_type": self.label_type[index],
+            "index": index,
+        }
+
+
+class EpochBatches(Dataset):
+    """Map-style dataset whose items are whole batches (no per-sample Python overhead)."""
+
+    def __init__(self, data: SplitTensors, batch_size: int, *, shuffle: bool, seed: int = 0) -> None:
+        self.data, self.batch_size, self.shuffle, self.seed = data, batch_size, shuffle, seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        n = len(self.data)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self.order = torch.randperm(n, generator=g)
+        else:
+            self.order = torch.arange(n)
+
+    def __len__(self) -> int:
+        return (len(self.data) + self.batch_size - 1) // self.batch_size
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.data.batch(self.order[i * self.batch_size : (i + 1) * self.batch_size])
+
+
+class CandidateDataModule(L.LightningDataModule):
+    """Train / val / test splits (by object) of a dataset directory.
+
+    Args:
+        root: dataset directory.
+        features: catalog feature columns (default: all features in meta.json); ``[]`` for none.
+        channels: stamp channels by name (default: all).
+        batch_size: samples per batch.
+        label_sources: keep only rows with these label sources in training (all rows in evaluation
+            are labelled by truth where available).
+        seed: seeds the per-epoch shuffles.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        features: list[str] | None = None,
+        channels: list[str] | None = None,
+        batch_size: int = 256,
+        label_sources: list[str] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        ds = read_dataset(root)
+        self.root = Path(root)
+        self.meta = ds.meta
+        self.feature_names = list(ds.meta["features"]) if features is None else list(features)
+        missing = [f for f in self.feature_names if f not in ds.candidates.columns]
+        if missing:
+            raise DatasetError(f"{self.root / 'candidates.parquet'}: missing feature columns {missing}")
+        names = ds.meta["channels"]
+        self.channel_names = list(names) if channels is None else list(channels)
+        unknown = [c for c in self.channel_names if c not in names]
+        if unknown:
+            raise DatasetError(f"{self.root / 'meta.json'}: unknown channels {unknown}; available: {names}")
+        channel_index = [names.index(c) for c in self.channel_names]
+        table = ds.candidates
+        train_mask = (table["split"] == "train").to_numpy()
+        if label_sources is not None:
+            train_mask &= table["label_source"].isin(label_sources).to_numpy()
+        self.splits = {
+            name: SplitTensors(ds.stamps, table[mask], self.feature_names, channel_index)
+            for name, mask in (
+                ("train", train_mask),
+                ("val", (table["split"] == "val").to_numpy()),
+                ("test", (table["split"] == "test").to_numpy()),
+            )
+        }
+        for name, split in self.splits.items():
+            if len(split) == 0:
+                raise DatasetError(f"{self.root}: the {name} split is empty")
+        self.batch_size = batch_size
+        self.train_batches = EpochBatches(self.splits["train"], batch_size, shuffle=True, seed=seed)
+
+    @property
+    def in_chans(self) -> int:
+        return len(self.channel_names)
+
+    def _loader(self, batches: Dataset) -> DataLoader:
+        # an own generator: creating an iterator would otherwise draw its base seed from torch's
+        # global generator, at a moment that differs between a resumed and an uninterrupted run
+        return DataLoader(batches, batch_size=None, shuffle=False, num_workers=0, generator=torch.Generator())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_batches)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(EpochBatches(self.splits["val"], 2 * self.batch_size, shuffle=False))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(EpochBatches(self.splits["test"], 2 * self.batch_size, shuffle=False))
+
+    def class_weights(self) -> tuple[float, torch.Tensor]:
+        """Positive weight of the real-bogus loss (n_bogus / n_real) and balanced type weights."""
+        train = self.splits["train"]
+        n_real = float(train.label_real.sum())
+        pos_weight = (len(train) - n_real) / max(n_real, 1.0)
+        counts = torch.bincount(train.label_type, minlength=len(TRANSIENT_TYPES)).float()
+        weights = torch.where(counts > 0, counts.sum() / (len(TRANSIENT_TYPES) * counts.clamp_min(1)), 0.0)
+        return pos_weight, weights

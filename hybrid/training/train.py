@@ -1,0 +1,201 @@
+"""The `train` task: dataset -> HybridModel -> Lightning training -> test-split evaluation.
+
+Everything a run produces goes to its run directory (Hydra's output directory under ``python run.py``,
+``outputs/<date>/<time>`` otherwise): ``config.yaml`` (resolved), ``checkpoints/`` (``best.ckpt``,
+``last.ckpt``), ``metrics.json``, ``predictions.parquet``, ``plots/``, and the W&B run (offline by
+default) with the same config, metrics and plots. Started again in the same directory, a killed run
+resumes from ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from hybrid.data.build import build_dataset
+from hybrid.evaluation import evaluate
+from hybrid.models import HybridModel
+from hybrid.taxonomy import TRANSIENT_TYPES
+from hybrid.training.data import CandidateDataModule, SplitTensors
+from hybrid.training.module import HybridModule
+
+log = logging.getLogger(__name__)
+
+
+def run_directory(cfg: DictConfig) -> Path:
+    """Hydra's output directory when running under Hydra, else ``cfg.run_dir`` or a new timestamped one."""
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    if cfg.get("run_dir"):
+        return Path(cfg.run_dir)
+    return Path("outputs") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
+
+
+def build_model(cfg: DictConfig, dm: CandidateDataModule) -> HybridModel:
+    """The HybridModel of the config, its feature statistics fitted on the training split.
+
+    The data module's stamps are normalised here, once, with the model's own normaliser.
+    """
+    image_encoder = instantiate(cfg.image_encoder) if cfg.get("image_encoder") else None
+    tabular_encoder = instantiate(cfg.tabular_encoder) if cfg.get("tabular_encoder") else None
+    model = HybridModel(
+        in_chans=dm.in_chans,
+        n_features=len(dm.feature_names),
+        n_types=len(TRANSIENT_TYPES),
+        image_encoder=image_encoder,
+        tabular_encoder=tabular_encoder,
+        fusion=instantiate(cfg.fusion),
+        stamps=instantiate(cfg.preprocess.stamps),
+        feature_names=dm.feature_names,
+        head_dropout=cfg.train.head_dropout,
+    )
+    if model.features is not None:
+        model.features.fit(dm.splits["train"].features.numpy())
+    if model.image_encoder is not None:
+        for split in dm.splits.values():
+            split.normalize_stamps(model.stamps)
+    return model
+
+
+def make_datamodule(cfg: DictConfig, dataset: Path) -> CandidateDataModule:
+    t = cfg.train
+    return CandidateDataModule(
+        dataset,
+        features=None if t.features is None else list(t.features),
+        channels=None if t.channels is None else list(t.channels),
+        batch_size=t.batch_size,
+        label_sources=None if t.label_sources is None else list(t.label_sources),
+        seed=int(cfg.seed),
+    )
+
+
+@torch.no_grad()
+def score_split(
+    model: HybridModel, split: SplitTensors, *, rotation_average: bool, batch_size: int = 1024
+) -> pd.DataFrame:
+    """The split's candidate table with ``score`` (real-bogus probability) and ``p_<type>`` columns.
+
+    The split's stamps are expected normalised (as :func:`build_model` leaves them).
+    """
+    model.eval()
+    scores, probs = [], []
+    for i in range(0, len(split), batch_size):
+        b = split.batch(torch.arange(i, min(i + batch_size, len(split))))
+        image = (
+            b["image"].contiguous(memory_format=torch.channels_last)
+            if model.image_encoder is not None
+            else None
+        )
+        features = b["features"] if model.tabular_encoder is not None else None
+        rb, ty = model.predict(image, features, rotation_average=rotation_average, stamps_normalized=True)
+        scores.append(rb)
+        probs.append(ty)
+    out = split.table.copy()
+    out["score"] = torch.cat(scores).numpy()
+    p = torch.cat(probs).numpy()
+    for j, name in enumerate(TRANSIENT_TYPES):
+        out[f"p_{name}"] = p[:, j]
+    return out
+
+
+def _loggers(cfg: DictConfig, run_dir: Path) -> list:
+    loggers: list = [CSVLogger(run_dir, name="csv", version="")]
+    w = cfg.logger.wandb
+    if w.enabled:
+        loggers.append(
+            WandbLogger(
+                project=w.project,
+                group=w.group,
+                tags=list(w.tags),
+                name=w.name,
+                save_dir=str(run_dir),
+                mode=w.mode,
+                config=OmegaConf.to_container(cfg, resolve=True),
+            )
+        )
+    return loggers
+
+
+def train(cfg: DictConfig) -> dict:
+    """Build (or reuse) the dataset, train, evaluate on the test split; returns the test metrics."""
+    run_dir = run_directory(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    torch.set_num_threads(int(cfg.train.threads) if cfg.train.threads else torch.get_num_threads())
+
+    dataset = build_dataset(cfg)
+    dm = make_datamodule(cfg, dataset)
+    model = build_model(cfg, dm)
+    pos_weight, type_weights = dm.class_weights() if cfg.train.class_weighting == "balanced" else (1.0, None)
+    module = HybridModule(
+        model,
+        pos_weight=pos_weight,
+        type_weights=type_weights,
+        rb_weight=cfg.train.rb_weight,
+        type_weight=cfg.train.type_weight,
+        lr=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay,
+        augment=cfg.preprocess.augment,
+        channels_last=cfg.train.channels_last,
+        seed=int(cfg.seed),
+    )
+    ckpt_dir = run_dir / "checkpoints"
+    best = ModelCheckpoint(ckpt_dir, filename="best", monitor="val/loss", mode="min", save_last=True)
+    callbacks = [best, EarlyStopping("val/loss", patience=cfg.train.patience, mode="min")]
+    loggers = _loggers(cfg, run_dir)
+    try:
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(run_dir))
+        last = ckpt_dir / "last.ckpt"
+        resume = last if cfg.train.resume and last.exists() else None
+        if resume:
+            log.info("resuming from %s", resume)
+        trainer.fit(module, datamodule=dm, ckpt_path=resume)
+        best_path = best.best_model_path or str(last)
+        state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+        scored = score_split(model, dm.splits["test"], rotation_average=cfg.preprocess.rotation_average)
+        scored.to_parquet(run_dir / "predictions.parquet", index=False)
+        metrics = evaluate(scored, run_dir, threshold=cfg.train.threshold)
+        metrics.update(
+            {
+                "modalities": "+".join(model.modalities),
+                "parameters": int(sum(p.numel() for p in model.parameters())),
+                "epochs": int(trainer.current_epoch),
+                "dataset": str(dataset),
+            }
+        )
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        for lg in loggers:
+            lg.log_metrics({f"test/{k}": v for k, v in metrics.items() if isinstance(v, int | float)})
+            if isinstance(lg, WandbLogger):
+                lg.log_image("test/plots", [str(p) for p in sorted((run_dir / "plots").glob("*.png"))])
+        _report(run_dir, metrics, loggers)
+        return metrics
+    finally:
+        for lg in loggers:
+            if isinstance(lg, WandbLogger):
+                import wandb
+
+                wandb.finish()
+
+
+def _report(run_dir: Path, metrics: dict, loggers: list) -> None:
+    wandb_dir = next((lg.experiment.dir for lg in loggers if isinstance(lg, WandbLogger)), None)
+    keys = ("auc", "fnr_at_1pct_fpr", "fpr_at_1pct_fnr", "ece", "type_macro_f1")
+    summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in keys)
+    print(f"\ntest metrics ({metrics['modalities']}): {summary}")
+    print(f"run directory: {run_dir.resolve()}  (metrics.json, plots/, checkpoints/, predictions.parquet)")
+    if wandb_dir:
+        print(f"W&B run: {wandb_dir} (offline runs upload with `wandb sync {Path(wandb_dir).parent}`)")
