@@ -13,13 +13,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_curve
 
-from hybrid.evaluation.metrics import completeness, real_bogus_metrics, type_metrics  # noqa: E402
-from hybrid.taxonomy import TRANSIENT_TYPES  # noqa: E402
+from hybrid.evaluation.metrics import completeness, real_bogus_metrics, type_metrics
+from hybrid.taxonomy import TRANSIENT_TYPES
 
 MAG_EDGES = np.arange(13.0, 23.01, 0.5)
 OFFSET_EDGES = np.array([0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 15.0])
@@ -35,7 +35,7 @@ def evaluate(scored: pd.DataFrame, out_dir: str | Path | None = None, *, thresho
     true_type = scored["truth_type"].map(names.index).to_numpy()
     tm, confusion = type_metrics(true_type, prob, names)
     metrics.update(tm)
-    metrics["n_test"] = int(len(scored))
+    metrics["n_test"] = len(scored)
     metrics["n_test_real"] = int(y.sum())
     detected = score >= threshold
     mag_curve = completeness(scored.loc[y, "truth_mag"].to_numpy(), detected[y], MAG_EDGES)

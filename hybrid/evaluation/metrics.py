@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score, roc_curve
@@ -44,7 +46,7 @@ def completeness(values: np.ndarray, detected: np.ndarray, edges: np.ndarray) ->
     values = np.asarray(values, float)
     detected = np.asarray(detected, bool)
     rows = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         sel = (values >= lo) & (values < hi)
         n = int(sel.sum())
         c = float(detected[sel].mean()) if n else np.nan

@@ -43,10 +43,7 @@ def run_directory(cfg: DictConfig) -> Path:
 
 
 def build_model(cfg: DictConfig, dm: CandidateDataModule) -> HybridModel:
-    """The HybridModel of the config, its feature statistics fitted on the training split.
-
-    The data module's stamps are normalised here, once, with the model's own normaliser.
-    """
+    """The HybridModel of the config, its feature statistics fitted on the training split."""
     image_encoder = instantiate(cfg.image_encoder) if cfg.get("image_encoder") else None
     tabular_encoder = instantiate(cfg.tabular_encoder) if cfg.get("tabular_encoder") else None
     model = HybridModel(
@@ -62,10 +59,15 @@ def build_model(cfg: DictConfig, dm: CandidateDataModule) -> HybridModel:
     )
     if model.features is not None:
         model.features.fit(dm.splits["train"].features.numpy())
+    return model
+
+
+def normalize_splits(dm: CandidateDataModule, model: HybridModel) -> None:
+    """Normalise every split's stamps once with the model's own normaliser (training feeds them with
+    ``stamps_normalized=True``; flips and rotations commute with the normalisation)."""
     if model.image_encoder is not None:
         for split in dm.splits.values():
             split.normalize_stamps(model.stamps)
-    return model
 
 
 def make_datamodule(cfg: DictConfig, dataset: Path) -> CandidateDataModule:
@@ -86,21 +88,20 @@ def score_split(
 ) -> pd.DataFrame:
     """The split's candidate table with ``score`` (real-bogus probability) and ``p_<type>`` columns.
 
-    The split's stamps are expected normalised (as :func:`build_model` leaves them).
+    The split's stamps are expected normalised (see :func:`normalize_splits`).
     """
     model.eval()
+    device = next(model.parameters()).device
     scores, probs = [], []
     for i in range(0, len(split), batch_size):
         b = split.batch(torch.arange(i, min(i + batch_size, len(split))))
-        image = (
-            b["image"].contiguous(memory_format=torch.channels_last)
-            if model.image_encoder is not None
-            else None
-        )
-        features = b["features"] if model.tabular_encoder is not None else None
+        image = None
+        if model.image_encoder is not None:
+            image = b["image"].to(device).contiguous(memory_format=torch.channels_last)
+        features = b["features"].to(device) if model.tabular_encoder is not None else None
         rb, ty = model.predict(image, features, rotation_average=rotation_average, stamps_normalized=True)
-        scores.append(rb)
-        probs.append(ty)
+        scores.append(rb.float().cpu())
+        probs.append(ty.float().cpu())
     out = split.table.copy()
     out["score"] = torch.cat(scores).numpy()
     p = torch.cat(probs).numpy()
@@ -138,6 +139,7 @@ def train(cfg: DictConfig) -> dict:
     dataset = build_dataset(cfg)
     dm = make_datamodule(cfg, dataset)
     model = build_model(cfg, dm)
+    normalize_splits(dm, model)
     pos_weight, type_weights = dm.class_weights() if cfg.train.class_weighting == "balanced" else (1.0, None)
     module = HybridModule(
         model,
