@@ -78,7 +78,9 @@ def test_build_makes_a_labelled_dataset_and_reuses_it(small_cfg) -> None:
         assert col in c.columns, col
     assert c.groupby("object_id")["split"].nunique().max() == 1
     context_units = instantiate(small_cfg.context).feature_units()
-    assert ds.meta["features"] == {**FEATURE_UNITS, **context_units} and ds.meta["pixel_scale"] == pytest.approx(1.01)
+    assert ds.meta["features"] == {**FEATURE_UNITS, **context_units} and ds.meta[
+        "pixel_scale"
+    ] == pytest.approx(1.01)
     assert ds.meta["provenance"]["config"]["sim"]["shape"] == [256, 256]
     assert c["ra"].between(0, 360).all() and c["dec"].between(-90, 90).all()
     # a second build of the same config reuses the directory

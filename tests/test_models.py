@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from hybrid.evaluation.metrics import expected_calibration_error, rate_at, real_bogus_metrics, type_metrics
-from hybrid.models import FUSIONS, IMAGE_ENCODERS, TABULAR_ENCODERS, FeaturePreprocessor, HybridModel, StampNormalizer
+from hybrid.models import (
+    FUSIONS,
+    IMAGE_ENCODERS,
+    TABULAR_ENCODERS,
+    FeaturePreprocessor,
+    HybridModel,
+    StampNormalizer,
+)
 from hybrid.models.preprocessing import DIHEDRAL, dihedral, random_dihedral
 
 B, C, S, F, T = 4, 3, 31, 7, 6
@@ -18,7 +25,11 @@ IMAGE_KWARGS = {"braai": {"stamp_size": S}, "timm": {"model_name": "resnet18", "
 
 
 def _assert_all_parameters_get_gradients(module: torch.nn.Module) -> None:
-    missing = [n for n, p in module.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    missing = [
+        n
+        for n, p in module.named_parameters()
+        if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
     assert not missing, f"no gradient reaches {missing}"
 
 
@@ -136,7 +147,9 @@ def test_metrics_against_hand_computed_values() -> None:
     assert m["fnr_at_1pct_fpr"] == pytest.approx(0.1)
     # the lowest real scores 0.45: the bogus at 0.4545, 0.4596, ..., 0.5 (10 of 100) pass with it
     assert rate_at(y, score, fnr=0.0) == pytest.approx(10 / 100)
-    assert m["missed_detection_rate"] == pytest.approx(0.1) and m["false_positive_rate"] == pytest.approx(0.01)
+    assert m["missed_detection_rate"] == pytest.approx(0.1) and m["false_positive_rate"] == pytest.approx(
+        0.01
+    )
     assert expected_calibration_error(np.array([1, 0, 1, 1]), np.array([1.0, 0.0, 1.0, 1.0])) == 0.0
     assert expected_calibration_error(np.array([0, 0]), np.array([0.9, 0.9]), bins=10) == pytest.approx(0.9)
     prob = np.eye(3)[[0, 1, 2, 2]]

@@ -43,7 +43,9 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_fast_dev_run_trains_and_evaluates_end_to_end(cache: Path, tmp_path: Path) -> None:
-    cfg = load_config([*TINY, f"paths.cache_dir={cache}", f"run_dir={tmp_path}", "preprocess.rotation_average=false"])
+    cfg = load_config(
+        [*TINY, f"paths.cache_dir={cache}", f"run_dir={tmp_path}", "preprocess.rotation_average=false"]
+    )
     metrics = train(cfg)
     assert 0.5 < metrics["auc"] <= 1.0
     assert metrics["modalities"] == "image+tabular"
@@ -62,14 +64,19 @@ def test_fast_dev_run_trains_and_evaluates_end_to_end(cache: Path, tmp_path: Pat
 def test_single_modality_models_train(cache: Path, tmp_path: Path, drop: str) -> None:
     group = drop.split("=")[0]
     tiny = [o for o in TINY if not o.startswith(group)]  # no overrides of the encoder that is dropped
-    cfg = load_config([*tiny, drop, "trainer.max_epochs=1", f"paths.cache_dir={cache}", f"run_dir={tmp_path}"])
+    cfg = load_config(
+        [*tiny, drop, "trainer.max_epochs=1", f"paths.cache_dir={cache}", f"run_dir={tmp_path}"]
+    )
     metrics = train(cfg)
     assert metrics["modalities"] == ("tabular" if drop.startswith("image") else "image")
 
 
 def _train_command(cache: Path, run_dir: Path) -> list[str]:
     overrides = [*TINY, "trainer.max_epochs=4", f"paths.cache_dir={cache}", f"run_dir={run_dir}"]
-    code = "import sys; from hybrid.cli import load_config; from hybrid.training import train; train(load_config(sys.argv[1:]))"
+    code = (
+        "import sys; from hybrid.cli import load_config; from hybrid.training import train; "
+        "train(load_config(sys.argv[1:]))"
+    )
     return [sys.executable, "-c", code, *overrides]
 
 
@@ -79,7 +86,9 @@ def test_resume_after_kill_gives_the_same_weights(cache: Path, tmp_path: Path) -
     subprocess.run(_train_command(cache, whole), check=True, capture_output=True, timeout=600, env=env)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_command(cache, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        _train_command(cache, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     last = killed / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while time.time() < deadline and not last.exists():

@@ -1,0 +1,132 @@
+"""ZOGY on real-frame terms: PSFs estimated from the frames' stars, the flux ratio fitted on stars
+instead of trusted zero points, and sub-image tiling for spatially varying PSFs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hybrid.exposure import InvalidExposureError
+from hybrid.psf import MoffatPSF, fit_moffat
+from hybrid.subtraction.psf_estimation import estimate_psf, fit_flux_ratio
+from hybrid.subtraction.tiling import TiledPSF, make_tiles
+from hybrid.subtraction.zogy import ZOGYSubtractor
+from tests.test_subtraction import ZP_REF, ZP_SCI, make_exposure, noise_pair, star_pair
+
+
+@pytest.mark.parametrize("fwhm", [2.5, 3.5])
+def test_psf_estimate_recovers_moffat_fwhm(fwhm: float) -> None:
+    rng = np.random.default_rng(50)
+    shape = (384, 384)
+    gy, gx = np.mgrid[40:345:38, 40:345:38]
+    x, y = gx.ravel() + rng.uniform(-0.5, 0.5, gx.size), gy.ravel() + rng.uniform(-0.5, 0.5, gy.size)
+    exp = make_exposure(
+        rng, shape, fwhm, 5.0, ZP_SCI, list(zip(x, y, np.full(x.size, 5e4), strict=True)), beta=2.5
+    )
+    psf = estimate_psf(exp, pd.DataFrame({"x": x, "y": y}), 31, fwhm=fwhm)
+    assert psf.shape == (31, 31)
+    assert psf.sum() == pytest.approx(1.0)
+    assert np.unravel_index(np.argmax(psf), psf.shape) == (15, 15)
+    assert fit_moffat(psf)[0] == pytest.approx(fwhm, rel=0.05)
+
+
+def test_psf_estimate_needs_stars() -> None:
+    sci, _ = noise_pair(51, shape=(64, 64))
+    with pytest.raises(InvalidExposureError, match=r"^sci: .*2 usable stars .* 5 are needed"):
+        estimate_psf(sci, pd.DataFrame({"x": [20.0, 40.0], "y": [30.0, 30.0]}), 15, fwhm=3.0)
+
+
+def test_flux_ratio_fit_ignores_outliers() -> None:
+    rng = np.random.default_rng(52)
+    f_sci = 10 ** rng.uniform(3.5, 5, 60)
+    e_sci, e_ref = np.sqrt(f_sci + 400), np.sqrt(2.3 * f_sci + 100)
+    f_ref = 2.3 * f_sci + rng.standard_normal(60) * e_ref
+    f_obs = f_sci + rng.standard_normal(60) * e_sci
+    f_obs[:5] *= 1.5  # variable stars
+    ratio, err, used = fit_flux_ratio(f_ref, e_ref, f_obs, e_sci)
+    assert ratio == pytest.approx(2.3, rel=0.01)
+    assert used <= 55 and 0 < err < 0.01
+
+
+@pytest.mark.parametrize("psf", ["model", "estimate"])
+def test_zogy_fits_the_flux_ratio_on_stars(psf: str) -> None:
+    """The zero points claim F_r = 1.9, the stars say 2.3: the fit follows the stars (within 1%)
+    and the static stars then subtract."""
+    true_f_r = 2.3
+    sci, ref = star_pair(53, shape=(256, 256), spacing=28, margin=24, f_r=true_f_r)
+    diff = ZOGYSubtractor(psf=psf, flux_ratio="fit").subtract(sci, ref)
+    assert diff.meta["F_r_zero_point"] == pytest.approx(10 ** (0.4 * (ZP_REF - ZP_SCI)))
+    assert diff.meta["F_r"] == pytest.approx(true_f_r, rel=0.01)
+    assert diff.meta["flux_ratio_stars"] >= 20
+    trusting = ZOGYSubtractor(psf=psf).subtract(sci, ref)
+    chi2_fit = np.nanmean(diff.image[30:-30, 30:-30] ** 2 / diff.variance[30:-30, 30:-30])
+    chi2_zp = np.nanmean(trusting.image[30:-30, 30:-30] ** 2 / trusting.variance[30:-30, 30:-30])
+    assert chi2_fit < 1.5 < chi2_zp
+
+
+def test_zogy_estimated_psf_subtracts_static_stars() -> None:
+    sci, ref = star_pair(54, shape=(256, 256), spacing=28, margin=24)
+    diff = ZOGYSubtractor(psf="estimate").subtract(sci, ref)
+    assert diff.meta["psf_stars"][0] >= 20
+    chi2 = np.nanmean(diff.image[30:-30, 30:-30] ** 2 / diff.variance[30:-30, 30:-30])
+    assert chi2 < 1.3
+    assert 2.2 < diff.psf.fwhm_at(128, 128) < 3.6
+
+
+def test_tiled_zogy_is_unit_variance_and_seamless() -> None:
+    sci, ref = noise_pair(55, shape=(512, 512))
+    whole = ZOGYSubtractor().subtract(sci, ref)
+    tiled = ZOGYSubtractor(tiles=2).subtract(sci, ref)
+    assert isinstance(tiled.psf, TiledPSF)
+    inner = (slice(32, -32), slice(32, -32))
+    d = tiled.image[inner].astype(np.float64) * tiled.meta["F_D"]
+    assert abs(d.std() - 1.0) < 0.03
+    pull = tiled.image[inner] / np.sqrt(tiled.variance[inner])
+    assert abs(pull.std() - 1.0) < 0.03
+    assert abs(np.nanstd(tiled.score[inner]) - 1.0) < 0.05
+    # with one PSF over the frame the tiles only differ from the whole-frame result by the noise
+    # estimate of each tile and the kernel tails beyond the overlap: far below the noise
+    assert np.abs(tiled.image[inner] - whole.image[inner]).max() < 0.05 * np.std(whole.image[inner])
+
+
+def test_tiled_psf_follows_a_varying_psf() -> None:
+    """A PSF that widens from left to right: each tile's difference PSF follows it."""
+    shape = (256, 256)
+    sci_psf = MoffatPSF(fwhm=3.0, beta=3.0, shape=shape, fwhm_slope=(0.3, 0.0))
+    sci, ref = noise_pair(56, shape=shape)
+    sci.psf = sci_psf
+    diff = ZOGYSubtractor(tiles=2).subtract(sci, ref)
+    left, right = diff.psf.fwhm_at(60, 128), diff.psf.fwhm_at(200, 128)
+    assert right > left * 1.15
+    tiles = make_tiles(shape, 2, 31)
+    assert [t.core for t in tiles][:2] == [(0, 128, 0, 128), (0, 128, 128, 256)]
+    assert tiles[1].outer == (0, 159, 97, 256)
+
+
+def test_estimate_without_stars_is_a_clear_error() -> None:
+    sci, ref = noise_pair(57, shape=(128, 128))
+    with pytest.raises(InvalidExposureError, match=r"^ref: .*usable stars for PSF estimation"):
+        ZOGYSubtractor(psf="estimate").subtract(sci, ref)
+
+
+def test_registration_noise_is_estimated_from_the_stars() -> None:
+    """The reference is misregistered by 0.15 px in x: the estimate finds it and S_corr, with the
+    astrometric-noise terms, no longer flags the bright static stars."""
+    rng = np.random.default_rng(60)
+    shape = (256, 256)
+    gy, gx = np.mgrid[24:233:28, 24:233:28]
+    xs, ys = gx.ravel() + rng.uniform(-2, 2, gx.size), gy.ravel() + rng.uniform(-2, 2, gy.size)
+    flux = 10 ** rng.uniform(4.5, 5, gx.size)
+    f_r = 10 ** (0.4 * (ZP_REF - ZP_SCI))
+    sci = make_exposure(rng, shape, 3.2, 10.0, ZP_SCI, list(zip(xs, ys, flux, strict=True)), source="sci")
+    ref_stars = list(zip(xs + 0.15, ys, f_r * flux, strict=True))
+    ref = make_exposure(rng, shape, 2.2, 4.0, ZP_REF, ref_stars, source="ref")
+    plain = ZOGYSubtractor().subtract(sci, ref)
+    diff = ZOGYSubtractor(astrometric_sigma="estimate").subtract(sci, ref)
+    sig_x, sig_y = diff.meta["astrometric_sigma"]
+    assert sig_x == pytest.approx(0.15, abs=0.03) and sig_y < 0.05
+    inner = (slice(20, -20), slice(20, -20))
+    assert np.abs(plain.score[inner]).max() > 8
+    assert np.abs(diff.score[inner]).max() < 5
+    np.testing.assert_array_equal(diff.image, plain.image)
