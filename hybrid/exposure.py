@@ -109,6 +109,11 @@ class Exposure:
         return (self.mask & Mask.NO_DATA) == 0
 
 
+def adu_ratio(numerator: Exposure, denominator: Exposure) -> float:
+    """ADU of one source in ``numerator`` per ADU of it in ``denominator``: 10^(0.4 (zp_num - zp_den))."""
+    return float(10.0 ** (0.4 * (numerator.zero_point - denominator.zero_point)))
+
+
 def check_aligned(science: Exposure, reference: Exposure) -> None:
     """Subtraction needs both images on one pixel grid; say clearly when they are not."""
     if science.shape != reference.shape:

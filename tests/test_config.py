@@ -7,14 +7,18 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from hybrid.cli import load_config, main
 from hybrid.curation import LABEL_SOURCES, Curation
 from hybrid.detection import Detector
+from hybrid.models import HybridModel
 from hybrid.sim.field import SimConfig
 from hybrid.sim.survey import SurveyProfile
 from hybrid.subtraction import SUBTRACTORS, Subtractor
+from hybrid.tasks import TASKS
+from hybrid.taxonomy import TRANSIENT_TYPES
 from tests.conftest import CONF, SMALL
 
 ROOT = CONF.parent
@@ -39,8 +43,21 @@ def test_every_group_option_composes_and_instantiates(survey: str, subtraction: 
 @pytest.mark.parametrize("name", _options("experiment"))
 def test_experiment_configs_compose_and_instantiate(name: str) -> None:
     cfg = load_config([f"experiment={name}"])
-    for group in ("survey", "sim", "subtraction", "detection", "curation"):
+    for group in ("survey", "sim", "subtraction", "detection", "curation", "context"):
         assert instantiate(cfg[group]) is not None
+    model = HybridModel(
+        in_chans=3,
+        n_features=8,
+        n_types=len(TRANSIENT_TYPES),
+        image_encoder=instantiate(cfg.image_encoder) if cfg.image_encoder else None,
+        tabular_encoder=instantiate(cfg.tabular_encoder) if cfg.tabular_encoder else None,
+        fusion=instantiate(cfg.fusion),
+        stamps=instantiate(cfg.preprocess.stamps),
+    )
+    size = cfg.data.stamp_size
+    rb, ty = model(torch.randn(2, 3, size, size), torch.randn(2, 8))
+    assert rb.shape == (2,) and ty.shape == (2, len(TRANSIENT_TYPES))
+    assert cfg.trainer._target_ == "lightning.Trainer" and cfg.task.name in TASKS
 
 
 def test_every_subtractor_and_label_source_has_a_config() -> None:

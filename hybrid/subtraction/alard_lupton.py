@@ -56,7 +56,7 @@ from scipy import ndimage
 from scipy.signal import fftconvolve
 from threadpoolctl import threadpool_limits
 
-from hybrid.exposure import Difference, Exposure, InvalidExposureError, Mask, check_aligned
+from hybrid.exposure import Difference, Exposure, InvalidExposureError, Mask, adu_ratio, check_aligned
 from hybrid.psf import PSF, fit_moffat
 from hybrid.subtraction import SUBTRACTORS, Subtractor
 from hybrid.subtraction.stars import StarSelection, require_stars, select_stars
@@ -590,9 +590,7 @@ class AlardLuptonSubtractor(Subtractor):
             where=np.isfinite(variance),
         )
 
-        zp_ratio = 10.0 ** (
-            0.4 * (science.zero_point - reference.zero_point)
-        )  # science ADU per reference ADU
+        zp_ratio = adu_ratio(science, reference)
         return Difference(
             image=image.astype(np.float32, copy=False),
             variance=variance.astype(np.float32, copy=False),

@@ -21,7 +21,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from hybrid.exposure import Difference, Exposure, Mask, check_aligned
+from hybrid.exposure import Difference, Exposure, Mask, adu_ratio, check_aligned
 from hybrid.subtraction import SUBTRACTORS, Subtractor
 from hybrid.subtraction.zogy import check_background
 
@@ -61,7 +61,7 @@ class NaiveSubtractor(Subtractor):
         cx, cy = (nx - 1) / 2.0, (ny - 1) / 2.0
         sigma_sci = science.psf.fwhm_at(cx, cy) * FWHM_TO_SIGMA
         sigma_ref = reference.psf.fwhm_at(cx, cy) * FWHM_TO_SIGMA
-        ratio = 10.0 ** (-0.4 * (reference.zero_point - science.zero_point))
+        ratio = adu_ratio(science, reference)
 
         no_data = ~(science.valid() & reference.valid())
         sci = np.where(no_data, 0.0, science.image).astype(np.float32)

@@ -64,7 +64,7 @@ import pandas as pd
 import scipy.fft as sfft
 from scipy import ndimage
 
-from hybrid.exposure import Difference, Exposure, InvalidExposureError, Mask, check_aligned
+from hybrid.exposure import Difference, Exposure, InvalidExposureError, Mask, adu_ratio, check_aligned
 from hybrid.psf import ImagePSF
 from hybrid.subtraction import SUBTRACTORS, Subtractor
 from hybrid.subtraction.psf_estimation import (
@@ -491,7 +491,7 @@ class ZOGYSubtractor(Subtractor):
         psfs, psf_stars = self._tile_psfs(tiles, science, reference, stars, size)
 
         f_n = 1.0
-        f_r_zero_point = 10.0 ** (0.4 * (reference.zero_point - science.zero_point))
+        f_r_zero_point = adu_ratio(reference, science)
         f_r, f_r_err, n_ratio = f_r_zero_point, 0.0, 0
         if self.flux_ratio == "fit":
             assert stars is not None
