@@ -106,3 +106,28 @@ def test_resume_after_kill_gives_the_same_weights(cache: Path, tmp_path: Path) -
     assert a["epoch"] == b["epoch"]
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in (Path(__file__).parent.parent / "conf/experiment").glob("*.yaml"))
+)
+def test_every_experiment_runs_end_to_end(name: str, tmp_path: Path) -> None:
+    """A fast-dev-run of each experiment: its own groups, on tiny data, on the CPU."""
+    shrink = [
+        "sim.shape=[384,384]",
+        "data.n_fields=4",
+        "data.workers=1",
+        "data.progress=false",
+        "trainer=cpu",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "logger.wandb.enabled=false",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"run_dir={tmp_path / 'run'}",
+    ]
+    cfg = load_config([f"experiment={name}", *shrink])
+    if cfg.task.name == "train":
+        assert 0.0 <= train(cfg)["auc"] <= 1.0
+    else:
+        assert (build_dataset(cfg) / "meta.json").exists()
