@@ -1,8 +1,10 @@
-"""From a difference image to candidates: detection, cutouts of every plane, and measurements.
+"""Candidates on a difference image: cutouts of every plane and their measurements.
 
-``StampSet`` holds the cutouts of one set of positions (science, reference and difference images plus
-the difference's variance, mask and score); ``measure`` turns a StampSet into the feature table. The
-curation step builds synthetic candidates by adding StampSets, and measures them with the same code.
+``Frame`` bundles the three images of one subtraction. ``StampSet`` holds the cutouts of one set of
+positions: science, reference and difference, plus the difference's variance, mask and score.
+``Frame.measure`` turns a StampSet into the feature table. The build pipeline
+(:func:`hybrid.data.build.process_field`) detects, cuts and measures. The curation step builds
+synthetic candidates by adding StampSets, and measures them with the same code.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from hybrid.detection.detect import Detector
 from hybrid.detection.features import measure_stamps, nearest_source_features
 from hybrid.detection.stamps import cut_stamps, edge_fraction
 from hybrid.exposure import Difference, Exposure
@@ -95,17 +96,3 @@ class Frame:
         """5-sigma PSF-photometry depth of the difference image (mag), from its median variance."""
         var = float(np.nanmedian(self.difference.variance))
         return float(self.difference.zero_point - 2.5 * np.log10(5.0 * np.sqrt(var / (psf**2).sum())))
-
-
-def extract_candidates(
-    frame: Frame, detector: Detector, stamp_size: int, fill_value: float = np.nan
-) -> tuple[pd.DataFrame, StampSet]:
-    """Detect on the difference image, cut every plane and measure; one row per detection."""
-    det = detector.detect(frame.difference)
-    x, y, sign = det["x"].to_numpy(), det["y"].to_numpy(), det["sign"].to_numpy()
-    stamps = frame.cut(x, y, stamp_size, fill_value)
-    ra, dec = frame.difference.wcs.all_pix2world(x, y, 0) if len(det) else (np.zeros(0), np.zeros(0))
-    table = pd.concat(
-        [det.assign(ra=ra, dec=dec).reset_index(drop=True), frame.measure(stamps, x, y, sign)], axis=1
-    )
-    return table, stamps
