@@ -19,8 +19,8 @@ from hybrid.training import train
 
 CONFIGS = {
     "fused (image + catalog)": [],
-    "image only": ["tabular_encoder=none"],
-    "catalog only": ["image_encoder=none"],
+    "image only": ["modality=image_only"],
+    "catalog only": ["modality=catalog_only"],
 }
 KEYS = ("auc", "fnr_at_1pct_fpr", "fpr_at_1pct_fnr", "ece", "type_macro_f1", "type_accuracy")
 

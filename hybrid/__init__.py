@@ -4,4 +4,6 @@ The data's way through (see the README): simulated or real frames -> subtraction
 stamps -> curation -> dataset directory -> models -> evaluation -> export.
 """
 
+from hybrid import config as _config  # noqa: F401  (registers the conf/ resolvers)
+
 __version__ = "0.1.0"

@@ -2,6 +2,11 @@
 
 hybrid build [OVERRIDES...]            build (or reuse) the dataset; Hydra overrides as for run.py
 hybrid bench WHAT [--fields N]         benchmarks: build, subtraction, context, train (-> reports/)
+hybrid compare RUNS_OR_SWEEPS... [--keys K...] [--metrics M...] [--sort M] [--x K] [--out PATH]
+                                       table of runs grouped over seeds (+ plots; Markdown, CSV, PNG)
+hybrid study SPEC.yaml [OVERRIDES...]  run an ablation study of experiments/ and write its report
+hybrid drift REFERENCE CURRENT [--model RUN_DIR] [--tests T...] [--out DIR]
+                                       drift tests of CURRENT against REFERENCE (datasets or tables)
 hybrid examples DATASET [--out PNG]    figure of example triplets per class and bogus kind
 hybrid list                            registered plug-ins (subtractors, label sources)
 hybrid simulate --out DIR [--fields N] [OVERRIDES...]  simulated fields as FITS + truth, DIR/field-NNNN/
@@ -47,12 +52,42 @@ def main(argv: list[str] | None = None) -> int:
     p_ex.add_argument("dataset", type=Path)
     p_ex.add_argument("--out", type=Path, default=Path("reports/example_triplets.png"))
     p_ex.add_argument("--per-class", type=int, default=3)
+    p_cmp = sub.add_parser("compare", help="compare finished runs (run or sweep directories, or W&B)")
+    p_cmp.add_argument("paths", nargs="*", type=Path, help="run directories or sweep directories")
+    p_cmp.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also compare the project's W&B runs")
+    p_cmp.add_argument("--group", help="with --wandb: only runs of this W&B group")
+    p_cmp.add_argument(
+        "--keys", nargs="+", help="config keys or group choices to group by (default: those that vary)"
+    )
+    p_cmp.add_argument(
+        "--metrics", nargs="+", help="metrics of metrics.json (default: AUC, FNR/FPR, ECE, F1)"
+    )
+    p_cmp.add_argument("--sort", help="metric to sort by, best first (default: the first metric)")
+    p_cmp.add_argument("--x", help="plot each metric against this key")
+    p_cmp.add_argument("--out", type=Path, help="write OUT.md, OUT.csv and plots (e.g. reports/my_sweep)")
+    p_study = sub.add_parser("study", help="run an ablation study (experiments/*.yaml) and write its report")
+    p_study.add_argument("spec", type=Path)
+    p_study.add_argument("--report-only", action="store_true", help="regenerate the report from the runs")
+    p_study.add_argument("--out", type=Path, default=Path("reports"), help="reports directory")
+    p_study.add_argument("overrides", nargs="*", help="extra Hydra overrides (a separate study directory)")
+    p_drift = sub.add_parser("drift", help="drift tests of CURRENT candidates against REFERENCE ones")
+    p_drift.add_argument("reference", type=Path, help="dataset directory or candidate table (.parquet)")
+    p_drift.add_argument("current", type=Path, help="dataset directory or candidate table (.parquet)")
+    p_drift.add_argument("--model", type=Path, help="run directory: score and embed dataset directories")
+    p_drift.add_argument("--tests", nargs="+", help="drift tests (default: all; see hybrid list)")
+    p_drift.add_argument("--alpha", type=float, default=0.05, help="significance level of each test")
+    p_drift.add_argument("--reference-split", help="use only this split of REFERENCE (e.g. test)")
+    p_drift.add_argument("--out", type=Path, default=Path("outputs/drift"), help="drift.json, drift.md")
     sub.add_parser("list", help="registered plug-ins")
     p_sim = sub.add_parser("simulate", help="simulate fields and write them as FITS files and truth tables")
     p_sim.add_argument("--out", type=Path, required=True, help="output directory")
     p_sim.add_argument("--fields", type=int, default=1, help="number of fields (ids 0 .. N-1)")
     p_sim.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. survey=rubin sim.shape=[512,512]")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # Hydra overrides after an option (`hybrid study SPEC --out DIR data.n_fields=4`)
+        if not hasattr(args, "overrides") or any(a.startswith("-") for a in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
 
     if args.verb == "build":
         from hybrid.data.build import build_dataset
@@ -66,6 +101,34 @@ def main(argv: list[str] | None = None) -> int:
         from hybrid.data.figures import plot_examples
 
         print(plot_examples(args.dataset, args.out, per_class=args.per_class))
+    elif args.verb == "compare":
+        from hybrid.tracking import compare, find_runs, wandb_runs, write_report
+
+        if not args.paths and not args.wandb:
+            parser.error("compare: give run or sweep directories, or --wandb ENTITY/PROJECT")
+        runs, unfinished = find_runs(args.paths)
+        if args.wandb:
+            runs += wandb_runs(args.wandb, {"group": args.group} if args.group else None)
+        if unfinished:
+            print(f"skipped {len(unfinished)} run(s) without metrics.json", file=sys.stderr)
+        result = compare(runs, keys=args.keys, metrics=args.metrics, sort=args.sort)
+        print(result.markdown())
+        if args.out:
+            print(write_report(result, args.out, x=args.x))
+    elif args.verb == "study":
+        from hybrid.tracking import load_study, run_study
+
+        study = load_study(args.spec)
+        print(run_study(study, overrides=args.overrides, reports_dir=args.out, run=not args.report_only))
+    elif args.verb == "drift":
+        from hybrid.monitoring import drift_report, format_report, write_report
+        from hybrid.monitoring.describe import load_sample
+
+        ref = load_sample(args.reference, run_dir=args.model, split=args.reference_split)
+        cur = load_sample(args.current, run_dir=args.model)
+        report = drift_report(ref, cur, tests=args.tests, alpha=args.alpha)
+        print(format_report(report))
+        print(write_report(report, args.out))
     elif args.verb == "list":
         from hybrid.context import ASSOCIATORS
         from hybrid.curation import LABEL_SOURCES

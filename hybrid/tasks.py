@@ -22,7 +22,15 @@ TASKS: dict[str, Callable[[DictConfig], object]] = {
 
 
 def run_task(cfg: DictConfig) -> object:
+    """Run ``cfg.task``; with ``optimized_metric`` set, return that metric (what a sweeper such as
+    Optuna optimises) instead of the task's whole result."""
     name = cfg.task.name
     if name not in TASKS:
         raise KeyError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
-    return TASKS[name](cfg)
+    result = TASKS[name](cfg)
+    metric = cfg.get("optimized_metric")
+    if metric is None:
+        return result
+    if not isinstance(result, dict) or metric not in result:
+        raise KeyError(f"optimized_metric={metric!r} is not among the results of task {name!r}")
+    return float(result[metric])

@@ -49,8 +49,8 @@ def test_experiment_configs_compose_and_instantiate(name: str) -> None:
         in_chans=3,
         n_features=8,
         n_types=len(TRANSIENT_TYPES),
-        image_encoder=instantiate(cfg.image_encoder) if cfg.image_encoder else None,
-        tabular_encoder=instantiate(cfg.tabular_encoder) if cfg.tabular_encoder else None,
+        image_encoder=instantiate(cfg.image_encoder) if "image" in cfg.inputs else None,
+        tabular_encoder=instantiate(cfg.tabular_encoder) if "catalog" in cfg.inputs else None,
         fusion=instantiate(cfg.fusion),
         stamps=instantiate(cfg.preprocess.stamps),
     )

@@ -74,7 +74,7 @@ def plot_all(
     )
     ax.set_title(f"FNR at 1% FPR = {metrics['fnr_at_1pct_fpr']:.3f}", fontsize=9)
     ax.legend(fontsize=8)
-    paths.append(_save(fig, out / "roc.png"))
+    paths.append(save_figure(fig, out / "roc.png"))
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     bins = np.linspace(0, 1, 41)
@@ -88,7 +88,7 @@ def plot_all(
         ax.set(xlabel="real-bogus score", title=title)
         ax.axvline(threshold, color="grey", lw=0.8, ls="--")
         ax.legend(fontsize=7)
-    paths.append(_save(fig, out / "score_histograms.png"))
+    paths.append(save_figure(fig, out / "score_histograms.png"))
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, curve, label in (
@@ -98,7 +98,7 @@ def plot_all(
         mid = (curve["lo"] + curve["hi"]) / 2
         ax.errorbar(mid, curve["completeness"], yerr=curve["error"], fmt="o-", ms=3)
         ax.set(xlabel=label, ylabel=f"completeness (score >= {threshold})", ylim=(0, 1.05))
-    paths.append(_save(fig, out / "completeness.png"))
+    paths.append(save_figure(fig, out / "completeness.png"))
 
     fig, ax = plt.subplots(figsize=(4.5, 4))
     edges = np.linspace(0, 1, 11)
@@ -110,7 +110,7 @@ def plot_all(
     ax.set(
         xlabel="predicted probability of real", ylabel="fraction real", title=f"ECE = {metrics['ece']:.4f}"
     )
-    paths.append(_save(fig, out / "reliability.png"))
+    paths.append(save_figure(fig, out / "reliability.png"))
 
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     norm = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
@@ -131,11 +131,12 @@ def plot_all(
                     color="white" if norm[i, j] > 0.5 else "black",
                 )
     ax.set(xlabel="predicted type", ylabel="true type", title=f"macro-F1 = {metrics['type_macro_f1']:.3f}")
-    paths.append(_save(fig, out / "confusion.png"))
+    paths.append(save_figure(fig, out / "confusion.png"))
     return paths
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Lay out, write (PNG, 110 dpi) and close ``fig``; returns ``path``."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
