@@ -12,9 +12,10 @@ A study spec is a YAML file in ``experiments/``::
 ``hybrid study experiments/NAME.yaml [OVERRIDES...]`` runs ``python run.py -m <sweep> seed=<seeds>``
 into ``multirun/studies/NAME`` (a fixed directory: runs that finished are kept and skipped when the
 study is run again, killed runs resume from their last checkpoint), then regenerates the report
-``reports/NAME.md`` from whatever runs are there. Extra overrides (e.g. a smaller dataset) give the
-study its own directory and report, ``NAME-<hash of the overrides>``, so they never mix with the
-runs of the spec as written.
+``reports/NAME.md`` from whatever runs are there. Extra overrides that change what is measured (e.g. a
+smaller dataset) give the study its own directory and report, ``NAME-<hash of the overrides>``, so
+they never mix with the runs of the spec as written; overrides that only say where and how fast it
+runs (``hydra/launcher=...``, ``trainer=gpu``, ``train.threads=4``, ...) do not.
 """
 
 from __future__ import annotations
@@ -34,6 +35,21 @@ from hybrid.tracking.runs import find_runs
 __all__ = ["Study", "load_study", "run_study"]
 
 ROOT = Path(__file__).resolve().parents[2]
+# overrides that choose where and how fast a study runs, not what it measures
+EXECUTION_OVERRIDES = (
+    "hydra/launcher",
+    "hydra.launcher",
+    "trainer=",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.precision",
+    "trainer.enable_progress_bar",
+    "train.threads",
+    "data.workers",
+    "data.progress",
+    "logger.",
+    "paths.",
+)
 
 
 @dataclass
@@ -45,10 +61,12 @@ class Study:
     compare: dict = field(default_factory=dict)
 
     def tag(self, overrides: list[str]) -> str:
-        """The study's directory and report name: its name, plus a hash of any extra overrides."""
-        if not overrides:
+        """The study's directory and report name: its name, plus a hash of the extra overrides that
+        change what is studied (not of those that only say where and how fast it runs)."""
+        defining = [o for o in overrides if not o.lstrip("+~").startswith(EXECUTION_OVERRIDES)]
+        if not defining:
             return self.name
-        return f"{self.name}-{hashlib.sha1(' '.join(overrides).encode()).hexdigest()[:8]}"
+        return f"{self.name}-{hashlib.sha1(' '.join(defining).encode()).hexdigest()[:8]}"
 
     def command(self, overrides: list[str], sweep_dir: Path) -> list[str]:
         seeds = ",".join(map(str, self.seeds))
@@ -106,12 +124,18 @@ def run_study(
         )
     c = study.compare
     comparison = compare(runs, keys=c.get("keys"), metrics=c.get("metrics"), sort=c.get("sort"))
+    print(comparison.markdown())
     description = study.description.strip()
-    if overrides:
-        description += f"\n\nRun with the extra overrides `{' '.join(overrides)}`."
-    description += f"\n\nRegenerate with `hybrid study experiments/{study.name}.yaml" + (
-        f" {' '.join(overrides)}`." if overrides else "`."
+    defining = [o for o in overrides if study.tag([o]) != study.name]
+    if defining:
+        description += f"\n\nRun with the extra overrides `{' '.join(defining)}`."
+    trainers = sorted(
+        {f"{r.get('trainer.accelerator')}, precision {r.get('trainer.precision')}" for r in runs}
     )
+    description += (
+        f"\n\nTrainer: {'; '.join(trainers)}. Rerun with `hybrid study experiments/{study.name}.yaml"
+    )
+    description += f" {' '.join(defining)}`." if defining else "`."
     return write_report(
         comparison, reports_dir / tag, x=c.get("x"), title=study.name, description=description
     )
