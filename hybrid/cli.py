@@ -9,6 +9,9 @@ hybrid drift REFERENCE CURRENT [--model RUN_DIR] [--tests T...] [--out DIR]
                                        drift tests of CURRENT against REFERENCE (datasets or tables)
 hybrid examples DATASET [--out PNG]    figure of example triplets per class and bogus kind
 hybrid list                            registered plug-ins (subtractors, label sources)
+hybrid ingest INPUTS... --out DATASET [--kind K]   real alerts (ZTF/Rubin avro, Parquet, FITS) -> dataset dir
+hybrid export RUN_DIR [--format onnx] [--out DIR]  a training run -> export bundle (ONNX + preprocessing)
+hybrid predict BUNDLE INPUTS... --out SCORES.parquet [--kind K] [--threads N] [--batch-size B]
 hybrid simulate --out DIR [--fields N] [OVERRIDES...]  simulated fields as FITS + truth, DIR/field-NNNN/
 """
 
@@ -79,6 +82,24 @@ def main(argv: list[str] | None = None) -> int:
     p_drift.add_argument("--reference-split", help="use only this split of REFERENCE (e.g. test)")
     p_drift.add_argument("--out", type=Path, default=Path("outputs/drift"), help="drift.json, drift.md")
     sub.add_parser("list", help="registered plug-ins")
+    p_ing = sub.add_parser("ingest", help="convert real alerts or FITS stamps to a dataset directory")
+    p_ing.add_argument("inputs", nargs="+", type=Path, help="avro / Parquet files, FITS or avro directories")
+    p_ing.add_argument("--out", type=Path, required=True, help="dataset directory to write")
+    p_ing.add_argument("--kind", default=None, help="reader name (default: recognised from the input)")
+    p_ing.add_argument("--stamp-size", type=int, default=63)
+    p_exp = sub.add_parser("export", help="export a training run as a bundle (ONNX, weights, preprocessing)")
+    p_exp.add_argument("run_dir", type=Path)
+    p_exp.add_argument("--format", default="onnx", choices=["onnx"])
+    p_exp.add_argument("--out", type=Path, default=None, help="bundle directory (default RUN_DIR/export)")
+    p_exp.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p_exp.add_argument("--rotation-average", action="store_true", help="average 8 flips/rotations (8x work)")
+    p_pred = sub.add_parser("predict", help="score alerts with an export bundle")
+    p_pred.add_argument("bundle", type=Path)
+    p_pred.add_argument("inputs", nargs="+", type=Path)
+    p_pred.add_argument("--out", type=Path, required=True, help="scores (Parquet; appended to if it exists)")
+    p_pred.add_argument("--kind", default=None, help="reader name (default: recognised from the input)")
+    p_pred.add_argument("--threads", type=int, default=2)
+    p_pred.add_argument("--batch-size", type=int, default=256)
     p_sim = sub.add_parser("simulate", help="simulate fields and write them as FITS files and truth tables")
     p_sim.add_argument("--out", type=Path, required=True, help="output directory")
     p_sim.add_argument("--fields", type=int, default=1, help="number of fields (ids 0 .. N-1)")
@@ -132,11 +153,37 @@ def main(argv: list[str] | None = None) -> int:
     elif args.verb == "list":
         from hybrid.context import ASSOCIATORS
         from hybrid.curation import LABEL_SOURCES
+        from hybrid.data.readers import READERS
         from hybrid.models import FUSIONS, IMAGE_ENCODERS, TABULAR_ENCODERS
         from hybrid.subtraction import SUBTRACTORS
 
-        for reg in (SUBTRACTORS, LABEL_SOURCES, ASSOCIATORS, IMAGE_ENCODERS, TABULAR_ENCODERS, FUSIONS):
+        registries = (SUBTRACTORS, LABEL_SOURCES, ASSOCIATORS, IMAGE_ENCODERS, TABULAR_ENCODERS, FUSIONS)
+        for reg in (*registries, READERS):
             print(f"{reg.kind}s: {', '.join(reg.names())}")
+    elif args.verb == "ingest":
+        from hybrid.data.readers import alerts_to_dataset
+
+        print(alerts_to_dataset(args.inputs, args.out, kind=args.kind, stamp_size=args.stamp_size))
+    elif args.verb == "export":
+        from hybrid.export import export_run
+
+        print(
+            export_run(
+                args.run_dir,
+                args.out,
+                format=args.format,
+                checkpoint=args.checkpoint,
+                rotation_average=args.rotation_average,
+            )
+        )
+    elif args.verb == "predict":
+        from hybrid.serving import Predictor
+
+        predictor = Predictor(args.bundle, threads=args.threads, batch_size=args.batch_size)
+        summary = predictor.predict_to_parquet(args.inputs, args.out, kind=args.kind)
+        for r in summary.rejected:
+            print(f"rejected: {r}", file=sys.stderr)
+        print(summary)
     elif args.verb == "simulate":
         from hydra.utils import instantiate
 

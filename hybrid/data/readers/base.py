@@ -1,0 +1,326 @@
+"""The reader contract: survey inputs -> batches of candidates + stamps on the dataset's conventions.
+
+A reader (registered in :data:`READERS`) recognises its inputs (:meth:`AlertReader.sniff`) and cuts
+them into :class:`Chunk` s without decoding anything (:meth:`AlertReader.chunks`); a chunk's
+:meth:`~Chunk.decode` does the work -- decompressing cutouts, mapping survey fields to features --
+and returns an :class:`AlertBatch`. Keeping I/O and decoding apart lets :class:`~hybrid.serving.Predictor`
+decode chunks in worker threads, and keeps memory bounded by the chunk size.
+
+Every batch has the same columns whatever the survey: ``alert_id``, ``object_id``, ``survey``, ``band``,
+``ra``, ``dec`` (deg), ``mjd`` (d), ``source`` (the input file), every framework feature of
+:func:`framework_features` (NaN where the survey has no equivalent: the model's imputation and
+missing-value indicators handle those, nothing is invented), and survey extras prefixed by the survey
+name (``ztf_rb``, ...). Stamps are float32 (N, 3, S, S): sci, ref, diff in the survey's counts (ADU /
+DN), NaN where there are no data, as in :mod:`hybrid.detection.candidates`.
+
+An alert that cannot be used (corrupt or missing cutout, a required field missing) becomes a
+:class:`Rejection` with its id and the reason, and the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from hybrid.data.dataset import DatasetError, write_dataset_streaming
+from hybrid.data.readers.cutouts import CutoutError, decode_cutout, fit_stamp
+from hybrid.detection.candidates import CHANNELS
+from hybrid.registry import Registry
+
+#: Columns every reader writes before the features.
+ID_COLUMNS: tuple[str, ...] = ("alert_id", "object_id", "survey", "band", "ra", "dec", "mjd", "source")
+
+
+def framework_features() -> dict[str, str]:
+    """Every feature name the models know, with units: detection features, then context features."""
+    from hybrid.context.associate import CONTEXT_FEATURE_UNITS
+    from hybrid.detection.features import FEATURE_UNITS
+
+    return {**FEATURE_UNITS, **CONTEXT_FEATURE_UNITS}
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An input that was skipped: its id (or position in the file), the file, and why."""
+
+    alert_id: str
+    source: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: alert {self.alert_id}: {self.reason}"
+
+
+@dataclass
+class AlertBatch:
+    """Decoded candidates (one row per usable alert) with their stamps, and the rejected alerts."""
+
+    candidates: pd.DataFrame
+    stamps: np.ndarray
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.candidates)
+
+    @staticmethod
+    def concat(batches: Sequence[AlertBatch], stamp_size: int) -> AlertBatch:
+        if not batches:
+            return AlertBatch(
+                pd.DataFrame(), np.empty((0, len(CHANNELS), stamp_size, stamp_size), np.float32)
+            )
+        return AlertBatch(
+            pd.concat([b.candidates for b in batches], ignore_index=True),
+            np.concatenate([b.stamps for b in batches]),
+            [r for b in batches for r in b.rejected],
+        )
+
+
+class Chunk:
+    """Undecoded alerts from one input; ``decode`` turns them into an :class:`AlertBatch`."""
+
+    def decode(self, stamp_size: int) -> AlertBatch:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class AlertReader:
+    """Reads one kind of input. Subclasses set ``survey`` and implement ``sniff`` and ``chunks``."""
+
+    name: str
+    survey: str = ""
+    #: feature -> the survey field or formula it comes from ("" = missing in this survey)
+    feature_map: ClassVar[dict[str, str]] = {}
+
+    def sniff(self, path: Path) -> bool:
+        """Whether ``path`` is an input of this reader (cheap: suffix, magic bytes, schema name)."""
+        raise NotImplementedError
+
+    def chunks(self, path: Path, batch_size: int) -> Iterator[Chunk]:
+        """The input in chunks of at most ``batch_size`` alerts, undecoded."""
+        raise NotImplementedError
+
+
+READERS: Registry[AlertReader] = Registry("alert reader", "hybrid.data.readers")
+
+
+class ReaderError(ValueError):
+    """An input no reader recognises, or a file that cannot be opened at all; names the file."""
+
+
+def reader_for(path: str | Path, kind: str | None = None) -> AlertReader:
+    """The reader registered as ``kind``, or the first one whose ``sniff`` accepts ``path``."""
+    path = Path(path)
+    if not path.exists():
+        raise ReaderError(f"{path}: no such file or directory")
+    if kind is not None:
+        return READERS.get(kind)()
+    for name in READERS.names():
+        reader = READERS.get(name)()
+        if reader.sniff(path):
+            return reader
+    raise ReaderError(f"{path}: not a recognised input; readers: {', '.join(READERS.names())}")
+
+
+def iter_chunks(
+    paths: Iterable[str | Path], *, kind: str | None = None, batch_size: int = 1024
+) -> Iterator[Chunk]:
+    """Chunks of every input in turn (directories of avro files are read file by file)."""
+    for path in paths:
+        path = Path(path)
+        if path.is_dir() and not any(READERS.get(n)().sniff(path) for n in READERS.names()):
+            files = sorted(p for p in path.rglob("*.avro"))
+            if not files:
+                raise ReaderError(f"{path}: directory holds no dataset, FITS catalog or .avro alerts")
+            yield from iter_chunks(files, kind=kind, batch_size=batch_size)
+            continue
+        yield from reader_for(path, kind).chunks(path, batch_size)
+
+
+def iter_alerts(
+    paths: Iterable[str | Path], *, kind: str | None = None, stamp_size: int = 63, batch_size: int = 1024
+) -> Iterator[AlertBatch]:
+    """Decoded batches of every input in turn."""
+    for chunk in iter_chunks(paths, kind=kind, batch_size=batch_size):
+        yield chunk.decode(stamp_size)
+
+
+def read_alerts(
+    paths: str | Path | Iterable[str | Path], *, kind: str | None = None, stamp_size: int = 63
+) -> AlertBatch:
+    """All alerts of ``paths`` in one batch (for small inputs; stream with :func:`iter_alerts`)."""
+    paths = [paths] if isinstance(paths, str | Path) else list(paths)
+    return AlertBatch.concat(list(iter_alerts(paths, kind=kind, stamp_size=stamp_size)), stamp_size)
+
+
+def numeric_column(table: pd.DataFrame, name: str) -> np.ndarray:
+    """Column ``name`` as float64 (NaN for nulls and non-numbers; all NaN when the column is absent)."""
+    if name not in table:
+        return np.full(len(table), np.nan)
+    return pd.to_numeric(table[name], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+
+
+def avro_schema_name(path: Path) -> str:
+    """The full name of an avro object-container file's writer schema ("" if not such a file)."""
+    import fastavro
+
+    with open(path, "rb") as f:
+        if f.read(4) != b"Obj\x01":
+            return ""
+        f.seek(0)
+        try:
+            schema = fastavro.reader(f).writer_schema
+        except Exception:  # any unreadable header means "not ours"
+            return ""
+    return str(schema.get("name", "")) if isinstance(schema, dict) else ""
+
+
+def avro_records(path: Path, batch_size: int) -> Iterator[list[dict]]:
+    """The records of an avro object-container file, in lists of at most ``batch_size``."""
+    import fastavro
+
+    with open(path, "rb") as f:
+        records: list[dict] = []
+        try:
+            for record in fastavro.reader(f):
+                records.append(record)
+                if len(records) == batch_size:
+                    yield records
+                    records = []
+        except (ValueError, EOFError, StopIteration) as err:
+            raise ReaderError(
+                f"{path}: corrupt avro after {len(records)} records of a chunk ({err})"
+            ) from err
+        if records:
+            yield records
+
+
+def stamps_from_cutouts(
+    ids: Sequence[str],
+    cutouts: dict[str, Sequence[bytes | None]],
+    size: int,
+    *,
+    x: np.ndarray | None = None,
+    y: np.ndarray | None = None,
+    frame: tuple[int, int] | None = None,
+    skip: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """Stamps (N, 3, size, size) from the sci / ref / diff cutout bytes of N alerts.
+
+    Args:
+        ids: alert ids (for messages).
+        cutouts: channel name ("sci", "ref", "diff") -> the N cutouts (gzipped FITS or FITS bytes).
+        size: stamp size (px).
+        x, y: candidate positions (px, 1-based) for placing short cutouts (see :func:`fit_stamp`).
+        frame: (ny, nx) of the detector the cutouts come from.
+        skip: alerts already rejected (not decoded).
+
+    Returns:
+        stamps, edge fraction per alert (the largest over the channels), and index -> reason for the
+        alerts that failed.
+    """
+    n = len(ids)
+    stamps = np.full((n, len(CHANNELS), size, size), np.nan, np.float32)
+    edge = np.zeros(n)
+    failed: dict[int, str] = {}
+    for i in range(n):
+        if skip is not None and skip[i]:
+            continue
+        for c, channel in enumerate(CHANNELS):
+            try:
+                image = decode_cutout(cutouts[channel][i])
+            except CutoutError as err:
+                failed[i] = f"{channel} cutout: {err}"
+                break
+            stamps[i, c], frac = fit_stamp(
+                image,
+                size,
+                x=None if x is None or not np.isfinite(x[i]) else float(x[i]),
+                y=None if y is None or not np.isfinite(y[i]) else float(y[i]),
+                frame=frame,
+            )
+            edge[i] = max(edge[i], frac)
+    return stamps, edge, failed
+
+
+def assemble(
+    ids: pd.DataFrame,
+    features: pd.DataFrame,
+    stamps: np.ndarray,
+    edge: np.ndarray,
+    failed: dict[int, str],
+    source: str,
+    extras: pd.DataFrame | None = None,
+) -> AlertBatch:
+    """The batch of the alerts that did not fail: ids, every framework feature, extras, stamps.
+
+    ``stamp_nan_fraction`` and ``stamp_edge_fraction`` are measured here on the final stamps, as the
+    simulated cutter records them.
+    """
+    ok = np.ones(len(ids), bool)
+    ok[list(failed)] = False
+    names = framework_features()
+    table = pd.DataFrame(index=range(len(ids)))
+    for col in ID_COLUMNS:
+        table[col] = ids[col].to_numpy() if col in ids else source
+    feats = pd.DataFrame({name: np.full(len(ids), np.nan) for name in names})
+    for name in features.columns:
+        if name not in names:
+            raise KeyError(f"reader produced {name!r}, which is not a framework feature")
+        feats[name] = features[name].to_numpy(np.float64)
+    feats["stamp_nan_fraction"] = (~np.isfinite(stamps[:, CHANNELS.index("diff")])).mean(axis=(1, 2))
+    feats["stamp_edge_fraction"] = edge
+    parts = [table, feats] + ([extras.reset_index(drop=True)] if extras is not None else [])
+    table = pd.concat(parts, axis=1)
+    rejected = [Rejection(str(ids["alert_id"].iloc[i]), source, failed[i]) for i in sorted(failed)]
+    return AlertBatch(table[ok].reset_index(drop=True), stamps[ok], rejected)
+
+
+def alerts_to_dataset(
+    paths: str | Path | Iterable[str | Path],
+    out: str | Path,
+    *,
+    kind: str | None = None,
+    stamp_size: int = 63,
+    batch_size: int = 1024,
+) -> Path:
+    """Write the alerts of ``paths`` as a dataset directory (atomically), rejections in meta.json.
+
+    The dataset has no labels; ``meta.json`` records the features with units, each reader's mapping
+    from survey fields to features, the rejected alerts with reasons, and the inputs.
+    """
+    paths = [paths] if isinstance(paths, str | Path) else list(paths)
+    batches = list(iter_alerts(paths, kind=kind, stamp_size=stamp_size, batch_size=batch_size))
+    batch = AlertBatch.concat(batches, stamp_size)
+    if len(batch) == 0:
+        reasons = "; ".join(str(r) for r in batch.rejected[:5])
+        raise DatasetError(
+            f"{out}: no usable alerts in {[str(p) for p in paths]}" + (f" ({reasons})" if reasons else "")
+        )
+    surveys = sorted(set(batch.candidates["survey"]))
+    readers = [READERS.get(n)() for n in READERS.names()]
+    meta = {
+        "name": Path(out).name,
+        "kind": "alerts",
+        "survey": surveys[0] if len(surveys) == 1 else surveys,
+        "channels": list(CHANNELS),
+        "channel_units": {"sci": "survey counts (ADU/DN)", "ref": "survey counts", "diff": "survey counts"},
+        "stamp_size": stamp_size,
+        "fill_value": "nan",
+        "features": framework_features(),
+        "feature_sources": {r.name: r.feature_map for r in readers if r.feature_map and r.survey in surveys},
+        "rejected": [
+            {"alert_id": r.alert_id, "source": r.source, "reason": r.reason} for r in batch.rejected
+        ],
+        "provenance": {
+            "inputs": [str(p) for p in paths],
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+    json.dumps(meta)  # fail before writing anything if meta is not serialisable
+    return write_dataset_streaming(out, [(batch.candidates, batch.stamps)], meta)

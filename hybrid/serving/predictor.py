@@ -1,0 +1,236 @@
+"""Scoring alerts with an export bundle: in-process (:class:`Predictor`) or to Parquet (``hybrid predict``).
+
+The Predictor needs nothing but the bundle (numpy, onnxruntime and the readers; no torch). Inputs are
+read in chunks of ``batch_size`` alerts; each chunk is decoded (cutouts gunzipped and parsed, fields
+mapped), preprocessed and scored in one of ``threads`` worker threads, each running onnxruntime on one
+core, with at most two chunks per thread in flight, so memory stays bounded whatever the input size
+and the cores stay busy (decompression, numpy and onnxruntime release the GIL).
+
+Scores files are append-safe: every scored chunk is first written as its own Parquet part (atomically)
+in ``<out>.parts/``; at the end the parts and any existing ``<out>`` are streamed into a new ``<out>``
+that replaces the old one atomically. A killed run leaves its parts, and the next run with the same
+``--out`` keeps them and skips alerts already scored (by ``source`` and ``alert_id``). Rejected
+alerts (with their reason) go to ``<out stem>.rejected.csv``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hybrid.data.readers import AlertBatch, Chunk, Rejection, iter_chunks
+from hybrid.data.readers.base import ID_COLUMNS
+from hybrid.detection.candidates import CHANNELS
+from hybrid.export.bundle import Bundle, load_bundle
+
+log = logging.getLogger(__name__)
+
+#: label and truth columns carried from the input into the scores when present (for evaluation)
+CARRIED = ("label_real", "label_type", "truth_real", "truth_type", "split")
+
+
+@dataclass
+class PredictSummary:
+    """What a ``predict`` run did."""
+
+    out: Path
+    scored: int = 0
+    skipped_already_scored: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return f"{self.out}: {self.scored} alerts scored, {len(self.rejected)} rejected" + (
+            f", {self.skipped_already_scored} already scored" if self.skipped_already_scored else ""
+        )
+
+
+class Predictor:
+    """Scores alerts with a bundle.
+
+    Args:
+        bundle: a bundle directory or an opened :class:`~hybrid.export.Bundle`.
+        threads: worker threads (and cores); each runs onnxruntime single-threaded.
+        batch_size: alerts per chunk.
+        verify: check checksums and the golden pair when opening the bundle.
+
+    Example::
+
+        predictor = Predictor("bundle/")
+        scores = predictor.score(read_alerts("alerts.parquet"))   # a DataFrame
+        predictor.predict_to_parquet(["night/*.avro"], "scores.parquet")
+    """
+
+    def __init__(
+        self, bundle: str | Path | Bundle, *, threads: int = 2, batch_size: int = 256, verify: bool = True
+    ) -> None:
+        self.threads = max(int(threads), 1)
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, threads=1, verify=verify)
+        self.batch_size = int(batch_size)
+        image = self.bundle.preprocess.get("image")
+        self.channel_index = [CHANNELS.index(c) for c in image["channels"]] if image else []
+        self.types = list(self.bundle.labels["p_types"])
+
+    @property
+    def stamp_size(self) -> int:
+        return self.bundle.stamp_size
+
+    def score_arrays(self, stamps: np.ndarray | None, features: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Output name -> values for raw stamps (N, 3, S, S) in sci/ref/diff order and raw features
+        (N, F) in the bundle's feature order (one call; no threads)."""
+        if stamps is not None and self.channel_index:
+            stamps = stamps[:, self.channel_index]
+        return self.bundle.run(stamps, features)
+
+    def _columns(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cols: dict[str, np.ndarray] = {}
+        for name, value in outputs.items():
+            if name == "p_types":
+                cols.update({f"p_{t}": value[:, j] for j, t in enumerate(self.types)})
+            elif value.ndim == 1:
+                cols[name] = value
+            else:
+                cols.update({f"{name}_{j}": value[:, j] for j in range(value.shape[1])})
+        return cols
+
+    def score_batch(self, batch: AlertBatch) -> pd.DataFrame:
+        """Ids (and labels, when the input has them) with ``score``, ``p_<type>`` and extra outputs."""
+        table = batch.candidates
+        keep = [c for c in (*ID_COLUMNS, *CARRIED) if c in table]
+        out = table[keep].reset_index(drop=True)
+        if len(table) == 0:
+            return out
+        features = self.bundle.feature_matrix(table) if self.bundle.feature_names else None
+        outputs = self.score_arrays(batch.stamps if self.channel_index else None, features)
+        return pd.concat([out, pd.DataFrame(self._columns(outputs))], axis=1)
+
+    def _work(self, chunk: Chunk) -> tuple[pd.DataFrame, list[Rejection]]:
+        batch = chunk.decode(self.stamp_size)
+        return self.score_batch(batch), batch.rejected
+
+    def iter_scores(
+        self, inputs: Iterable[str | Path], *, kind: str | None = None
+    ) -> Iterator[tuple[pd.DataFrame, list[Rejection]]]:
+        """(scores, rejections) of each chunk of the inputs, in input order."""
+        chunks = iter_chunks(inputs, kind=kind, batch_size=self.batch_size)
+        yield from self._map(chunks)
+
+    def _map(self, chunks: Iterable[Chunk]) -> Iterator[tuple[pd.DataFrame, list[Rejection]]]:
+        if self.threads == 1:
+            for chunk in chunks:
+                yield self._work(chunk)
+            return
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="predict") as pool:
+            pending: deque[Future] = deque()
+            for chunk in chunks:
+                pending.append(pool.submit(self._work, chunk))
+                if len(pending) >= 2 * self.threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+    def score(self, batch: AlertBatch) -> pd.DataFrame:
+        """Scores of an in-memory batch (split into chunks scored in parallel)."""
+        parts = [
+            _Decoded(
+                AlertBatch(
+                    batch.candidates.iloc[i : i + self.batch_size], batch.stamps[i : i + self.batch_size]
+                )
+            )
+            for i in range(0, len(batch), self.batch_size)
+        ]
+        frames = [t for t, _ in self._map(parts)]
+        return pd.concat(frames, ignore_index=True) if frames else self.score_batch(batch)
+
+    def predict_to_parquet(
+        self, inputs: Iterable[str | Path], out: str | Path, *, kind: str | None = None
+    ) -> PredictSummary:
+        """Score every alert of ``inputs`` into ``out`` (Parquet), append-safe (see the module doc)."""
+        import pyarrow.parquet as pq
+
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        parts_dir = out.with_name(out.name + ".parts")
+        parts_dir.mkdir(exist_ok=True)
+        done = _scored_keys([out, *sorted(parts_dir.glob("part-*.parquet"))])
+        summary = PredictSummary(out)
+        n_part = len(list(parts_dir.glob("part-*.parquet")))
+        for table, rejected in self.iter_scores(inputs, kind=kind):
+            summary.rejected.extend(rejected)
+            if done:
+                seen = np.array(
+                    [(s, a) in done for s, a in zip(table["source"], table["alert_id"], strict=True)], bool
+                )
+                summary.skipped_already_scored += int(seen.sum())
+                table = table[~seen]
+            if len(table) == 0:
+                continue
+            part = parts_dir / f"part-{n_part:06d}.parquet"
+            _atomic_parquet(table, part)
+            n_part += 1
+            summary.scored += len(table)
+        sources = [p for p in [out] if p.is_file()] + sorted(parts_dir.glob("part-*.parquet"))
+        if sources:
+            tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+            writer = None
+            try:
+                for src in sources:
+                    for rb in pq.ParquetFile(src).iter_batches(batch_size=65536):
+                        if writer is None:
+                            writer = pq.ParquetWriter(tmp, rb.schema)
+                        writer.write_batch(rb.cast(writer.schema) if rb.schema != writer.schema else rb)
+            finally:
+                if writer is not None:
+                    writer.close()
+            os.replace(tmp, out)
+        shutil.rmtree(parts_dir)
+        if summary.rejected:
+            _append_rejections(out.with_name(out.stem + ".rejected.csv"), summary.rejected)
+            log.warning(
+                "%d alerts rejected (reasons in %s)", len(summary.rejected), out.stem + ".rejected.csv"
+            )
+        return summary
+
+
+@dataclass
+class _Decoded(Chunk):
+    """An already decoded batch as a chunk (stamps already at the bundle's size)."""
+
+    batch: AlertBatch
+
+    def decode(self, stamp_size: int) -> AlertBatch:
+        return self.batch
+
+
+def _scored_keys(paths: list[Path]) -> set[tuple[str, str]]:
+    import pyarrow.parquet as pq
+
+    keys: set[tuple[str, str]] = set()
+    for p in paths:
+        if p.is_file():
+            t = pq.read_table(p, columns=["source", "alert_id"])
+            keys.update(zip(t.column("source").to_pylist(), t.column("alert_id").to_pylist(), strict=True))
+    return keys
+
+
+def _atomic_parquet(table: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    table.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _append_rejections(path: Path, rejected: list[Rejection]) -> None:
+    new = pd.DataFrame([{"alert_id": r.alert_id, "source": r.source, "reason": r.reason} for r in rejected])
+    old = pd.read_csv(path, dtype=str) if path.is_file() else None
+    table = pd.concat([old, new], ignore_index=True) if old is not None else new
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
