@@ -7,6 +7,7 @@ run resumed at an epoch boundary sees exactly the batches an uninterrupted run w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -84,6 +85,9 @@ class CandidateDataModule(L.LightningDataModule):
         label_sources: keep only rows with these label sources in training (all rows in evaluation
             are labelled by truth where available).
         seed: seeds the per-epoch shuffles.
+        relabel: ``relabel(table, feature_names) -> table``, applied to the candidate table (index:
+            dataset rows) before the splits are cut: label-noise injection and cleaning
+            (:class:`hybrid.noise.LabelPipeline`); it may change labels and drop rows.
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class CandidateDataModule(L.LightningDataModule):
         batch_size: int = 256,
         label_sources: list[str] | None = None,
         seed: int = 0,
+        relabel: Callable[[pd.DataFrame, list[str]], pd.DataFrame] | None = None,
     ) -> None:
         super().__init__()
         ds = read_dataset(root)
@@ -111,9 +116,11 @@ class CandidateDataModule(L.LightningDataModule):
             raise DatasetError(f"{self.root / 'meta.json'}: unknown channels {unknown}; available: {names}")
         channel_index = [names.index(c) for c in self.channel_names]
         table = ds.candidates
-        train_mask = (table["split"] == "train").to_numpy()
         if label_sources is not None:
-            train_mask &= table["label_source"].isin(label_sources).to_numpy()
+            table = table[(table["split"] != "train") | table["label_source"].isin(label_sources)]
+        if relabel is not None:
+            table = relabel(table, list(ds.meta["features"]))
+        train_mask = (table["split"] == "train").to_numpy()
         self.splits = {
             name: SplitTensors(ds.stamps, table[mask], self.feature_names, channel_index)
             for name, mask in (

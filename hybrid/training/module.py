@@ -10,10 +10,14 @@ from torch import nn
 from hybrid.evaluation.metrics import rate_at
 from hybrid.models import HybridModel
 from hybrid.models.preprocessing import random_dihedral
+from hybrid.noise.losses import BCELoss
 
 
 class HybridModule(L.LightningModule):
-    """Trains ``model`` with ``rb_weight * BCE(real-bogus) + type_weight * CE(type)``.
+    """Trains ``model`` with ``rb_weight * L_rb(real-bogus) + type_weight * CE(type)``.
+
+    ``L_rb`` is BCE with ``pos_weight`` unless ``rb_loss`` names another (the ``loss`` config group,
+    :mod:`hybrid.noise.losses`: noise-robust losses).
 
     Batches carry stamps already normalised by ``model.stamps`` (see
     :meth:`~hybrid.training.data.SplitTensors.normalize_stamps`).
@@ -21,6 +25,7 @@ class HybridModule(L.LightningModule):
     Args:
         model: the HybridModel.
         pos_weight: weight of real samples in the BCE (class weighting; 1 for none).
+        rb_loss: per-sample real-bogus loss ``(logits, target, pos_weight) -> (N,)``; None for BCE.
         type_weights: per-type weights of the cross-entropy (None for none).
         rb_weight, type_weight: weights of the two heads' losses.
         lr, weight_decay: AdamW; the learning rate follows a cosine schedule over ``max_epochs``.
@@ -43,9 +48,11 @@ class HybridModule(L.LightningModule):
         augment: bool = True,
         channels_last: bool = True,
         seed: int = 0,
+        rb_loss: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.model = model
+        self.rb_loss = rb_loss if rb_loss is not None else BCELoss()
         self.register_buffer("pos_weight", torch.tensor(float(pos_weight)))
         self.register_buffer(
             "type_weights",
@@ -72,9 +79,7 @@ class HybridModule(L.LightningModule):
 
     def loss(self, batch: dict[str, torch.Tensor], train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         rb, ty = self.model(*self._inputs(batch, train), stamps_normalized=True)
-        l_rb = nn.functional.binary_cross_entropy_with_logits(
-            rb, batch["label_real"], pos_weight=self.pos_weight
-        )
+        l_rb = self.rb_loss(rb, batch["label_real"], self.pos_weight).mean()
         l_ty = nn.functional.cross_entropy(ty, batch["label_type"], weight=self.type_weights)
         return self.rb_weight * l_rb + self.type_weight * l_ty, rb
 

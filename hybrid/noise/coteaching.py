@@ -1,0 +1,79 @@
+"""Co-teaching (Han et al. 2018, NeurIPS, arXiv:1804.06872): two networks teach each other.
+
+Each network ranks the mini-batch by its own per-sample loss and keeps the ``R(T)`` fraction with the
+smallest losses; each network is then updated on the samples its *peer* kept. Networks memorise
+clean labels before noisy ones, so small-loss samples are mostly clean, and the two networks'
+different errors keep one from confirming its own mistakes. The kept fraction follows the paper's
+schedule ``R(T) = 1 - min(T / T_k, 1) * tau`` over epochs T, with ``tau`` the forget rate (set it to
+the expected noise rate) and ``T_k`` the epochs over which it ramps up.
+
+The two networks are trained by one optimiser on the sum of their losses, which equals two
+optimisers with the same settings (AdamW is per parameter). Evaluation, checkpoint selection and
+export use the first network (``module.model``); the peer is saved in the checkpoint too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from hybrid.models import HybridModel
+from hybrid.training.module import HybridModule
+
+
+def kept_fraction(epoch: int, *, forget_rate: float, forget_epochs: int) -> float:
+    """``R(T) = 1 - min(T / T_k, 1) * tau`` (Han et al. 2018, Algorithm 1) for epoch ``T`` from 0."""
+    ramp = min(epoch / forget_epochs, 1.0) if forget_epochs > 0 else 1.0
+    return 1.0 - ramp * forget_rate
+
+
+class CoTeachingModule(HybridModule):
+    """A :class:`HybridModule` whose ``model`` is trained together with a ``peer`` by co-teaching.
+
+    Args:
+        model, peer: two HybridModels of the same configuration, initialised differently.
+        forget_rate: tau, the fraction of each batch finally dropped as likely mislabelled.
+        forget_epochs: T_k, epochs over which the dropped fraction ramps from 0 to tau.
+        **kwargs: as :class:`HybridModule` (the per-sample ``rb_loss`` ranks the samples).
+    """
+
+    def __init__(
+        self, model: HybridModel, peer: HybridModel, *, forget_rate: float, forget_epochs: int = 10, **kwargs
+    ) -> None:
+        if not 0.0 <= forget_rate < 1.0:
+            raise ValueError(f"coteaching.forget_rate must be in [0, 1), got {forget_rate}")
+        super().__init__(model, **kwargs)
+        self.peer = peer
+        if self.channels_last:
+            self.peer.to(memory_format=torch.channels_last)
+        self.forget_rate, self.forget_epochs = float(forget_rate), int(forget_epochs)
+
+    def kept(self) -> float:
+        return kept_fraction(
+            self.current_epoch, forget_rate=self.forget_rate, forget_epochs=self.forget_epochs
+        )
+
+    def _head_losses(
+        self, rb: torch.Tensor, ty: torch.Tensor, batch: dict[str, torch.Tensor], index: torch.Tensor
+    ) -> torch.Tensor:
+        l_rb = self.rb_loss(rb[index], batch["label_real"][index], self.pos_weight).mean()
+        l_ty = nn.functional.cross_entropy(ty[index], batch["label_type"][index], weight=self.type_weights)
+        return self.rb_weight * l_rb + self.type_weight * l_ty
+
+    def loss(self, batch: dict[str, torch.Tensor], train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        if not train:
+            return super().loss(batch, train)
+        inputs = self._inputs(batch, train)
+        rb1, ty1 = self.model(*inputs, stamps_normalized=True)
+        rb2, ty2 = self.peer(*inputs, stamps_normalized=True)
+        n_keep = max(1, math.ceil(self.kept() * len(rb1)))
+        with torch.no_grad():  # rank by the real-bogus loss: that is where the label noise is
+            small1 = torch.argsort(self.rb_loss(rb1, batch["label_real"], self.pos_weight))[:n_keep]
+            small2 = torch.argsort(self.rb_loss(rb2, batch["label_real"], self.pos_weight))[:n_keep]
+        loss = self._head_losses(rb1, ty1, batch, small2) + self._head_losses(rb2, ty2, batch, small1)
+        return loss, rb1
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/kept_fraction", self.kept())
