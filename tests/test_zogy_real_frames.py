@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybrid.exposure import InvalidExposureError
+from hybrid.exposure import Exposure, InvalidExposureError
 from hybrid.psf import MoffatPSF, fit_moffat
 from hybrid.subtraction.psf_estimation import estimate_psf, fit_flux_ratio
 from hybrid.subtraction.tiling import TiledPSF, make_tiles
@@ -104,24 +104,40 @@ def test_tiled_psf_follows_a_varying_psf() -> None:
     assert tiles[1].outer == (0, 159, 97, 256)
 
 
-def test_estimate_without_stars_is_a_clear_error() -> None:
+def test_estimate_without_stars_is_a_clear_error_or_a_recorded_fallback() -> None:
     sci, ref = noise_pair(57, shape=(128, 128))
+    kwargs = {"psf": "estimate", "flux_ratio": "fit", "astrometric_sigma": "estimate"}
+    with pytest.raises(InvalidExposureError, match=r"^ref: .*usable stars for the astrometric-noise"):
+        ZOGYSubtractor(**kwargs, few_stars="error").subtract(sci, ref)
     with pytest.raises(InvalidExposureError, match=r"^ref: .*usable stars for PSF estimation"):
-        ZOGYSubtractor(psf="estimate").subtract(sci, ref)
+        ZOGYSubtractor(psf="estimate", few_stars="error").subtract(sci, ref)
+    diff = ZOGYSubtractor(**kwargs, registration="estimate").subtract(sci, ref)
+    assert diff.meta["fallbacks"] == ["astrometric_sigma", "psf", "flux_ratio", "registration"]
+    assert diff.meta["psf_stars"] == [0] and diff.meta["F_r"] == diff.meta["F_r_zero_point"]
+    modelled = ZOGYSubtractor().subtract(sci, ref)
+    np.testing.assert_allclose(diff.image, modelled.image, atol=1e-5)
+
+
+def misregistered_pair(
+    seed: int, dx: float, dy: float, min_log_flux: float = 4.0
+) -> tuple[Exposure, Exposure]:
+    """Bright stars on a jittered 256x256 grid whose reference positions are off by ``(dx, dy)`` px."""
+    rng = np.random.default_rng(seed)
+    shape = (256, 256)
+    gy, gx = np.mgrid[24:233:28, 24:233:28]
+    xs, ys = gx.ravel() + rng.uniform(-2, 2, gx.size), gy.ravel() + rng.uniform(-2, 2, gy.size)
+    flux = 10 ** rng.uniform(min_log_flux, 5, gx.size)
+    f_r = 10 ** (0.4 * (ZP_REF - ZP_SCI))
+    sci = make_exposure(rng, shape, 3.2, 10.0, ZP_SCI, list(zip(xs, ys, flux, strict=True)), source="sci")
+    ref_stars = list(zip(xs + dx, ys + dy, f_r * flux, strict=True))
+    ref = make_exposure(rng, shape, 2.2, 4.0, ZP_REF, ref_stars, source="ref")
+    return sci, ref
 
 
 def test_registration_noise_is_estimated_from_the_stars() -> None:
     """The reference is misregistered by 0.15 px in x: the estimate finds it and S_corr, with the
     astrometric-noise terms, no longer flags the bright static stars."""
-    rng = np.random.default_rng(60)
-    shape = (256, 256)
-    gy, gx = np.mgrid[24:233:28, 24:233:28]
-    xs, ys = gx.ravel() + rng.uniform(-2, 2, gx.size), gy.ravel() + rng.uniform(-2, 2, gy.size)
-    flux = 10 ** rng.uniform(4.5, 5, gx.size)
-    f_r = 10 ** (0.4 * (ZP_REF - ZP_SCI))
-    sci = make_exposure(rng, shape, 3.2, 10.0, ZP_SCI, list(zip(xs, ys, flux, strict=True)), source="sci")
-    ref_stars = list(zip(xs + 0.15, ys, f_r * flux, strict=True))
-    ref = make_exposure(rng, shape, 2.2, 4.0, ZP_REF, ref_stars, source="ref")
+    sci, ref = misregistered_pair(60, 0.15, 0.0, min_log_flux=4.5)
     plain = ZOGYSubtractor().subtract(sci, ref)
     diff = ZOGYSubtractor(astrometric_sigma="estimate").subtract(sci, ref)
     sig_x, sig_y = diff.meta["astrometric_sigma"]
@@ -130,3 +146,37 @@ def test_registration_noise_is_estimated_from_the_stars() -> None:
     assert np.abs(plain.score[inner]).max() > 8
     assert np.abs(diff.score[inner]).max() < 5
     np.testing.assert_array_equal(diff.image, plain.image)
+
+
+def test_differential_background_is_removed_and_transient_flux_kept() -> None:
+    """A sky left at +3 ADU (0.3 sigma) in the science: the constant term takes it out of D, so the
+    aperture flux of a transient is right; without it the offset stays in D."""
+    rng = np.random.default_rng(61)
+    shape = (256, 256)
+    sci = make_exposure(rng, shape, 3.2, 10.0, ZP_SCI, [(128.0, 128.0, 2e4)], source="sci")
+    ref = make_exposure(rng, shape, 2.2, 4.0, ZP_REF, source="ref")
+    sci.image += np.float32(3.0)
+    plain = ZOGYSubtractor(background="none").subtract(sci, ref)
+    diff = ZOGYSubtractor().subtract(sci, ref)
+    inner = (slice(40, -40), slice(40, -40))
+    assert np.nanmedian(plain.image[inner]) > 2.0
+    assert abs(np.nanmedian(diff.image[inner])) < 0.3
+    assert diff.meta["background"][0] == pytest.approx(3.0, abs=0.3)
+    yy, xx = np.mgrid[:256, :256]
+    aperture = np.hypot(xx - 128, yy - 128) <= 12
+    assert diff.image[aperture].sum() == pytest.approx(2e4, rel=0.02)
+    assert plain.image[aperture].sum() > 2e4 * 1.03
+
+
+def test_registration_offset_goes_into_the_reference_psf() -> None:
+    """The reference is misregistered by (0.3, -0.2) px: the offset is measured from the stars and the
+    static stars then subtract to the noise instead of leaving dipoles."""
+    sci, ref = misregistered_pair(62, -0.3, 0.2)
+    plain = ZOGYSubtractor().subtract(sci, ref)
+    diff = ZOGYSubtractor(registration="estimate").subtract(sci, ref)
+    (dx, dy), *_ = diff.meta["registration_offsets"]
+    assert dx == pytest.approx(0.3, abs=0.03) and dy == pytest.approx(-0.2, abs=0.03)
+    inner = (slice(20, -20), slice(20, -20))
+    chi2 = np.nanmean(diff.image[inner] ** 2 / diff.variance[inner])
+    chi2_plain = np.nanmean(plain.image[inner] ** 2 / plain.variance[inner])
+    assert chi2 < 1.2 and chi2_plain > 2.0

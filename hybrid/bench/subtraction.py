@@ -4,12 +4,13 @@ Frame pairs come from :func:`hybrid.sim.field.simulate_field` with the configure
 (ZTF by default), in scenarios that differ in frame size, star density (``sim.sky.
 star_density_range`` pinned to its sparse or crowded end) and seeing ratio (the profile's
 ``reference_seeing_factor``, with the seeing spread narrowed so that the ratio holds). Every registered
-subtractor runs with its ``conf/subtraction`` defaults, ZOGY also on 4x4 tiles with the registration
-noise estimated from the stars (``tiles=4, astrometric_sigma=estimate``; the latter only changes
-S_corr) and with the frames' own PSFs and flux ratio (``psf=estimate, flux_ratio=fit``, one tile and
-2x2 tiles), and, when the optional ``[peers]`` extra is installed, the public packages ois
-(Alard-Lupton / Bramich; Zhang 2019), properimage (ZOGY; Sánchez et al. 2019) and sfft (Hu et al.
-2022) on the same pairs.
+subtractor runs with its ``conf/subtraction`` defaults, ZOGY also in the paper's set-up (one PSF per
+frame, images taken as registered, no astrometric noise or differential background: the defaults
+before the benchmark chose the current ones), with the frames' own PSFs and flux ratio
+(``psf=estimate, flux_ratio=fit``) and with the fitted flux ratio alone; and, when the optional
+``[peers]`` extra is installed, the public packages ois (Alard-Lupton / Bramich; Zhang 2019),
+properimage (ZOGY; Sánchez et al. 2019) and sfft (Hu et al. 2022) on the same pairs. PyZOGY, the
+issue's ZOGY reference, is not on PyPI.
 Missing peers are reported as not installed.
 
 Measured per method and pair, against the simulation's truth:
@@ -22,7 +23,8 @@ Measured per method and pair, against the simulation's truth:
 * false positives: sep detections above 5 sigma (:class:`hybrid.detection.Detector`) that lie near
   no injected transient or asteroid and no cosmic ray, hot pixel, bad column or bleed trail of the
   artifact map -- i.e. what the subtraction itself creates; for ZOGY also the peaks of |S_corr| > 5,
-  its own detection statistic, which includes source and astrometric noise;
+  its own detection statistic, which includes source and astrometric noise (properimage's S_corr
+  is scaled to unit robust standard deviation first);
 * completeness of the injected transients (point sources; asteroids excluded) in bins of magnitude,
   a transient counting as found when a detection of its sign lies within 2 pixels;
 * flux bias: the median ratio of the PSF flux on the difference (with the method's difference PSF)
@@ -30,7 +32,8 @@ Measured per method and pair, against the simulation's truth:
   aperture correction from the difference PSF), which does not depend on the PSF model's accuracy.
 
 Peers have no variance plane: theirs is the science variance plane scaled so that the median pull
-of the difference on empty sky is 1. Written to ``reports/bench_subtraction.md`` and ``.json``, with
+of the difference on empty sky is 1. The goals are the issue's, comparative: each of our methods
+against the peer implementing the same algorithm, on the pairs both ran. Written to ``reports/bench_subtraction.md`` and ``.json``, with
 ``reports/subtraction_residuals.png`` showing the same stars' residuals for every method.
 """
 
@@ -60,17 +63,26 @@ from hybrid.exposure import Difference, Exposure, Mask
 from hybrid.psf import ImagePSF
 from hybrid.sim.field import SimulatedField, simulate_field
 from hybrid.subtraction import SUBTRACTORS, Subtractor
-from hybrid.subtraction.zogy import ZOGYSubtractor
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "subtraction"
 DENSITIES = {"sparse": (1500.0, 2500.0), "crowded": (25000.0, 30000.0)}
 MAG_BINS = np.arange(14.0, 22.01, 1.0)
-GOALS = {
-    "alard_lupton_1024_s": 3.4,
-    "zogy_1024_s": 4.0,
-    "star_pull_rms_max": 1.1,
-    "flux_bias_max": 0.01,
-    "false_positives_max": 5.0,
+# The issue's goals are comparative, measured in the same run: our method at least SPEEDUP_MIN times
+# faster than the peer that implements the same algorithm, with star residuals and false positives no
+# worse; and the recovered flux of injected sources within FLUX_BIAS_MAX. The absolute times come from
+# the issue author's machine (ois Alard-Lupton 6.8 s, PyZOGY 8.1 s on a 1024x1024 pair, halved).
+SPEEDUP_MIN = 2.0
+FLUX_BIAS_MAX = 0.01
+REFERENCE_TIMES_S = {"alard_lupton": ("ois Alard-Lupton", 6.8), "zogy": ("PyZOGY", 8.1)}
+# (ours, peer) pairs compared; PyZOGY is not on PyPI, so properimage (ZOGY) and sfft stand in for it
+COMPARISONS = (
+    ("alard_lupton", "ois (Bramich, 11x11)"),
+    ("zogy", "properimage (ZOGY)"),
+    ("zogy", "sfft (customized, numpy)"),
+)
+UNAVAILABLE_PEERS = {
+    "PyZOGY": "not on PyPI (`pip install pyzogy`: no matching distribution), so not measured; "
+    "properimage and sfft stand in for it"
 }
 
 
@@ -138,22 +150,22 @@ def our_methods() -> dict[str, Callable[[], Subtractor]]:
             methods[name] = lambda conf=conf: instantiate(conf)
         else:
             methods[name] = SUBTRACTORS.get(name)
+    zogy = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "zogy.yaml"))
+    assert isinstance(zogy, dict)
     variants = {
-        "zogy[tiles=4,astrometric_sigma=estimate]": {"tiles": 4, "astrometric_sigma": "estimate"},
-        "zogy[psf=estimate,flux_ratio=fit,astrometric_sigma=estimate]": {
-            "psf": "estimate",
-            "flux_ratio": "fit",
-            "astrometric_sigma": "estimate",
+        # the paper's set-up: one PSF per frame, images taken as registered, no astrometric noise
+        "zogy[tiles=1,registration=none,astrometric_sigma=0,background=none]": {
+            "tiles": 1,
+            "registration": "none",
+            "astrometric_sigma": 0.0,
+            "background": "none",
         },
-        "zogy[psf=estimate,flux_ratio=fit,astrometric_sigma=estimate,tiles=2]": {
-            "psf": "estimate",
-            "flux_ratio": "fit",
-            "astrometric_sigma": "estimate",
-            "tiles": 2,
-        },
+        # the frames' own PSFs (per tile where a tile has enough stars) and flux ratio
+        "zogy[psf=estimate,flux_ratio=fit]": {"psf": "estimate", "flux_ratio": "fit"},
+        "zogy[flux_ratio=fit]": {"flux_ratio": "fit"},
     }
     for label, kwargs in variants.items():
-        methods[label] = lambda kwargs=kwargs: ZOGYSubtractor(**kwargs)
+        methods[label] = lambda kwargs=kwargs: instantiate({**zogy, **kwargs})
     return methods
 
 
@@ -182,7 +194,7 @@ def _peer_properimage(science: Exposure, reference: Exposure) -> Output:
 
     sci = np.where(science.valid(), science.image, 0.0).astype(np.float64)
     ref = np.where(reference.valid(), reference.image, 0.0).astype(np.float64)
-    d, p, _, _ = subtract(
+    d, p, s_corr, _ = subtract(
         ref=ref,
         new=sci,
         smooth_psf=False,
@@ -198,6 +210,11 @@ def _peer_properimage(science: Exposure, reference: Exposure) -> Output:
     kernel = np.roll(p, (p.shape[0] // 2 - cy, p.shape[1] // 2 - cx), axis=(0, 1))
     c0, c1 = p.shape[0] // 2, p.shape[1] // 2
     kernel = kernel[c0 - 15 : c0 + 16, c1 - 15 : c1 + 16]
+    # properimage's S_corr takes the images themselves as their variance, so it is not unit-variance on
+    # the sky: scaled here by its robust standard deviation
+    score = np.real(s_corr).astype(np.float32)
+    valid = np.isfinite(score) & science.valid() & reference.valid()
+    score /= np.float32(1.4826 * np.median(np.abs(score[valid] - np.median(score[valid]))))
     # properimage returns ZOGY's whitened D without its flux zero point: not in science ADU
     return Output(
         image,
@@ -206,6 +223,7 @@ def _peer_properimage(science: Exposure, reference: Exposure) -> Output:
         science.mask | reference.mask,
         science.wcs,
         flux_calibrated=False,
+        score=score,
     )
 
 
@@ -630,32 +648,100 @@ def _markdown(result: dict, summary: pd.DataFrame, rows: list[dict]) -> list[str
     return lines
 
 
-def _goal_lines(summary: pd.DataFrame) -> list[str]:
+def _shared_medians(rows: list[dict], ours: str, peer: str) -> tuple[dict, dict, int]:
+    """Medians (false positives: means) of the two methods over the pairs on which both succeeded."""
+    df = pd.DataFrame(rows)
+    ok = df[df["status"] == "ok"]
+    pairs = set(ok.loc[ok["method"] == ours, "scenario"]) & set(ok.loc[ok["method"] == peer, "scenario"])
+    out = []
+    for method in (ours, peer):
+        g = ok[(ok["method"] == method) & ok["scenario"].isin(pairs)]
+        out.append(
+            {
+                "wall_s": g["wall_s"].median(),
+                "pull_rms": g["pull_rms"].median(),
+                "residual_frac": g["residual_frac_median"].median(),
+                "false_positives": g["false_positives"].mean(),
+                "false_positives_score": g["false_positives_score"].mean(),
+            }
+        )
+    return out[0], out[1], len(pairs)
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def _goal_lines(summary: pd.DataFrame, rows: list[dict], peers: dict[str, bool]) -> list[str]:
+    """The issue's goals: speed, star residuals and false positives against the peer implementing the
+    same algorithm, on the pairs both ran in this run; recovered flux within 1% for every method."""
     by = summary.set_index("method")
-
-    def get(method: str, key: str) -> float:
-        return float(by.loc[method, key]) if method in by.index else float("nan")
-
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "**not met**"
-
-    al, zg = get("alard_lupton", "wall_1024_s"), get("zogy", "wall_1024_s")
     lines = [
-        f"- Alard-Lupton under {GOALS['alard_lupton_1024_s']} s on 1024x1024 (2x faster than ois's 6.8 s "
-        f"measured by the issue author): {_fmt(al, '.2f')} s, {verdict(al < GOALS['alard_lupton_1024_s'])}.",
-        f"- ZOGY under {GOALS['zogy_1024_s']} s on 1024x1024 (2x faster than PyZOGY's 8.1 s): "
-        f"{_fmt(zg, '.2f')} s, {verdict(zg < GOALS['zogy_1024_s'])}.",
+        f"Compared on the pairs both methods ran in this run (peers run on the 1024x1024 pairs only): "
+        f"speed at least {SPEEDUP_MIN:g}x the peer's, star pull rms, star residual / flux and false "
+        "positives per frame no worse than the peer's. False positives of both are those of the same "
+        "detector on each method's difference image; for ZOGY against properimage also on each one's "
+        "S_corr, the statistic ZOGY detects on.",
+        "",
+    ]
+    for name, why in UNAVAILABLE_PEERS.items():
+        lines.append(f"- {name}: {why}.")
+    for ours, peer in COMPARISONS:
+        if ours not in by.index:
+            lines.append(f"- {ours} vs {peer}: {ours} did not run.")
+            continue
+        if not peers.get(peer, False):
+            lines.append(
+                f"- {ours} vs {peer}: **not measured**, {peer.split()[0]} is not installed "
+                '(`pip install -e ".[peers]"`).'
+            )
+            continue
+        a, b, n = _shared_medians(rows, ours, peer)
+        if n == 0:
+            lines.append(f"- {ours} vs {peer}: no pair on which both succeeded.")
+            continue
+        speedup = b["wall_s"] / a["wall_s"]
+        parts = [
+            f"time {_fmt(a['wall_s'], '.2f')} s vs {_fmt(b['wall_s'], '.2f')} s, {_fmt(speedup, '.1f')}x "
+            f"faster ({_verdict(speedup >= SPEEDUP_MIN)})",
+            f"star pull rms {_fmt(a['pull_rms'], '.2f')} vs {_fmt(b['pull_rms'], '.2f')} "
+            f"({_verdict(a['pull_rms'] <= b['pull_rms'])})",
+            f"star residual / flux {_fmt(100 * a['residual_frac'], '.2f')}% vs "
+            f"{_fmt(100 * b['residual_frac'], '.2f')}% "
+            f"({_verdict(a['residual_frac'] <= b['residual_frac'])})",
+            f"false positives per frame {_fmt(a['false_positives'], '.1f')} vs "
+            f"{_fmt(b['false_positives'], '.1f')} ({_verdict(a['false_positives'] <= b['false_positives'])})",
+        ]
+        if np.isfinite(a["false_positives_score"]) and np.isfinite(b["false_positives_score"]):
+            parts.append(
+                f"on S_corr {_fmt(a['false_positives_score'], '.1f')} vs "
+                f"{_fmt(b['false_positives_score'], '.1f')} "
+                f"({_verdict(a['false_positives_score'] <= b['false_positives_score'])})"
+            )
+        lines.append(f"- {ours} vs {peer} ({n} pairs): " + "; ".join(parts) + ".")
+    for ours, (peer, seconds) in REFERENCE_TIMES_S.items():
+        if ours in by.index:
+            t = float(by.loc[ours, "wall_1024_s"])
+            target = seconds / SPEEDUP_MIN
+            lines.append(
+                f"- {ours} under {target:.1f} s on 1024x1024 ({SPEEDUP_MIN:g}x faster than {peer}'s "
+                f"{seconds} s measured by the issue author on another machine; all 1024x1024 pairs): "
+                f"{_fmt(t, '.2f')} s ({_verdict(t < target)})."
+            )
+    lines += [
+        "",
+        f"Recovered flux of injected transients within {100 * FLUX_BIAS_MAX:g}% (median over pairs):",
+        "",
     ]
     for method in by.index:
-        pull, flux, fp = get(method, "pull_rms"), get(method, "flux_ratio"), get(method, "false_positives")
-        aperture = get(method, "aperture_flux_ratio")
+        flux, aperture = float(by.loc[method, "flux_ratio"]), float(by.loc[method, "aperture_flux_ratio"])
+        if not np.isfinite(flux):
+            lines.append(f"- {method}: not in flux units (no flux measured).")
+            continue
         lines.append(
-            f"- {method}: star pull rms {_fmt(pull, '.2f')} (goal <= {GOALS['star_pull_rms_max']}: "
-            f"{verdict(pull <= GOALS['star_pull_rms_max'])}), PSF flux {_fmt(100 * (flux - 1), '+.2f')}% "
-            f"(goal within 1%: {verdict(abs(flux - 1) <= GOALS['flux_bias_max'])}; aperture flux "
-            f"{_fmt(100 * (aperture - 1), '+.2f')}%), "
-            f"{_fmt(fp, '.1f')} false positives per frame "
-            f"(goal <= 5: {verdict(fp <= GOALS['false_positives_max'])})."
+            f"- {method}: PSF flux {_fmt(100 * (flux - 1), '+.2f')}% "
+            f"({_verdict(abs(flux - 1) <= FLUX_BIAS_MAX)}), aperture flux "
+            f"{_fmt(100 * (aperture - 1), '+.2f')}% ({_verdict(abs(aperture - 1) <= FLUX_BIAS_MAX)})."
         )
     return lines
 
@@ -758,11 +844,15 @@ def run(
         "survey": cfg.survey.name,
         "scenarios": [s.name for s in scenarios],
         "peers": available_peers(),
-        "goals": GOALS,
+        "goals": {
+            "speedup_min": SPEEDUP_MIN,
+            "flux_bias_max": FLUX_BIAS_MAX,
+            "comparisons": [list(c) for c in COMPARISONS],
+        },
         "summary": json.loads(summary.to_json(orient="records")),
         "pairs": json.loads(pd.DataFrame(rows).to_json(orient="records")),
     }
-    result["goal_lines"] = _goal_lines(summary)
+    result["goal_lines"] = _goal_lines(summary, rows, result["peers"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench_subtraction.json").write_text(json.dumps(result, indent=2))

@@ -10,8 +10,13 @@ and kept where a stamp around them is usable in every exposure of the pair:
   before the hard limit);
 * isolated: no other detection brighter than ``isolation_contrast`` times the star within
   ``isolation_radius`` pixels, and no sep flag other than "deblended" (truncated, overflow);
-* optionally point-like: a second-moment size within ``max_size_ratio`` of the median of the
-  candidates, which rejects the compact galaxies that pass the other cuts;
+* optionally point-like: a half-light radius (sep's ``flux_radius``) within ``max_size_ratio`` of
+  the stellar locus, which rejects the compact galaxies that pass the other cuts. The half-light
+  radius of a point source does not depend on its brightness, unlike the isophotal second moments
+  (sep's ``a``, ``b``), which grow with it: measured against the median of the second moments,
+  the bright stars of sparse frames looked extended and were lost. The locus is the median radius
+  of the smaller half of the candidates, so that galaxies, even where they are half of the
+  candidates, do not pull it;
 * at least ``snr_min`` in a circular aperture of radius ``2 FWHM``.
 
 The brightest survivors are taken cell by cell on a ``cells x cells`` grid so that a spatially
@@ -53,7 +58,8 @@ class StarSelection:
         isolation_contrast: neighbour flux / star flux above which a neighbour spoils the star.
         saturation_fraction: a star's peak must stay below this fraction of each exposure's
             saturation level.
-        point_like: reject detections whose size exceeds ``max_size_ratio`` x the median size.
+        point_like: reject detections whose half-light radius exceeds ``max_size_ratio`` x the
+            stellar locus (the median radius of the smaller half of the candidates).
         max_size_ratio: see ``point_like``.
         snr_in_all: require ``snr_min`` in every exposure, not only in the one detected on.
     """
@@ -111,15 +117,16 @@ def select_stars(
     Returns:
         Table with columns ``x``, ``y`` (pixels), ``flux`` and ``flux_err`` (aperture, ADU of
         ``detect_on``), ``snr`` (the lowest over the exposures with ``snr_in_all``), ``peak`` and
-        ``size`` (second-moment radius, pixels), brightest
-        first. It may be empty; callers decide how many stars they need.
+        ``size`` (isophotal second-moment radius, pixels; grows with brightness), ``r50``
+        (half-light radius, pixels), brightest first. It may be empty; callers decide how many
+        stars they need.
     """
     sel = selection or StarSelection()
     exposures = [detect_on, *others]
     ny, nx = detect_on.shape
     invalid = _unusable(exposures)
     objs = detect_sources(detect_on, sel.threshold, sel.min_area, invalid)
-    empty = pd.DataFrame(columns=["x", "y", "flux", "flux_err", "snr", "peak", "size"], dtype=float)
+    empty = pd.DataFrame(columns=["x", "y", "flux", "flux_err", "snr", "peak", "size", "r50"], dtype=float)
     if len(objs) == 0:
         return empty
     x, y = objs["x"].astype(float), objs["y"].astype(float)
@@ -150,8 +157,14 @@ def select_stars(
         for i, near in zip(cand, neighbours, strict=True):
             if any(j != i and flux[j] > sel.isolation_contrast * flux[i] for j in near):
                 ok[i] = False
+    r50 = np.full(len(objs), np.nan)
+    if ok.any():
+        r50[ok] = half_light_radius(detect_on, invalid, x[ok], y[ok], max(3.0 * fwhm, 6.0))
+        ok &= np.isfinite(r50) & (r50 > 0)
     if sel.point_like and ok.any():
-        ok &= size < sel.max_size_ratio * np.median(size[ok])
+        radii = r50[ok]
+        locus = float(np.median(radii[radii <= np.median(radii)]))
+        ok &= r50 < sel.max_size_ratio * locus
 
     idx = np.flatnonzero(ok)
     if idx.size == 0:
@@ -169,10 +182,22 @@ def select_stars(
             "snr": snr,
             "peak": objs["peak"][idx].astype(float),
             "size": size[idx],
+            "r50": r50[idx],
         }
     )
     table = table[table["snr"] >= sel.snr_min].sort_values("flux", ascending=False, ignore_index=True)
     return _spread(table, (ny, nx), sel.cells, sel.max_stars)
+
+
+def half_light_radius(
+    exposure: Exposure, invalid: np.ndarray, x: np.ndarray, y: np.ndarray, rmax: float
+) -> np.ndarray:
+    """Radius (pixels) containing half of the flux within ``rmax`` (sep's ``flux_radius``); NaN where
+    sep flags the measurement."""
+    data = np.ascontiguousarray(np.where(invalid, 0.0, exposure.image), dtype=np.float32)
+    xs, ys = np.array(x, dtype=float), np.array(y, dtype=float)
+    r, flag = sep.flux_radius(data, xs, ys, np.full(len(xs), float(rmax)), 0.5, subpix=5)
+    return np.where(flag == 0, r, np.nan)
 
 
 def _aperture(

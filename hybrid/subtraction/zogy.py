@@ -55,6 +55,7 @@ so sources near one edge do not wrap onto the other.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -80,6 +81,7 @@ from hybrid.subtraction.stars import StarSelection, require_stars, select_stars
 from hybrid.subtraction.tiling import Tile, TiledPSF, make_tiles, tile_edges
 
 _MAD_TO_SIGMA = 1.482602218505602  # 1 / Phi^-1(3/4)
+log = logging.getLogger(__name__)
 
 
 def check_background(science: Exposure, reference: Exposure) -> None:
@@ -138,6 +140,7 @@ class ProperDifference:
     score: np.ndarray
     psf: np.ndarray
     f_d: float
+    background: float = 0.0
 
 
 def proper_subtraction(
@@ -154,11 +157,16 @@ def proper_subtraction(
     f_r: float,
     astrometric_sigma: tuple[float, float] = (0.0, 0.0),
     pad: int = 0,
+    valid: np.ndarray | None = None,
 ) -> ProperDifference:
     """ZOGY16 eqs. 12-15 and 25-31 on one image pair with one PSF each (see the module docstring).
 
     Inputs are float32 images with missing pixels already set to zero; the PSFs are odd, equal-size,
-    unit-sum images. Returns float32 planes of the input shape.
+    unit-sum images. ``valid``: the pixels with data (boolean, input shape); when given, a constant
+    differential background ``b`` of ``N`` is removed: ``b`` is the constant that leaves ``D`` with
+    a zero median over ``valid``, and its response (``b`` convolved with the kernels over the valid
+    pixels) is subtracted from ``D`` and ``S``.
+    Returns float32 planes of the input shape.
     """
     ny, nx = new.shape
     size = psf_new.shape[0]
@@ -217,6 +225,20 @@ def proper_subtraction(
         k = ifft(kernel_hat)
         return fft(k * k)
 
+    background = 0.0
+    if valid is not None and valid.any():
+        # the constant b in N (science ADU) that leaves D with a zero median: D's response to b on
+        # the valid pixels is b (k_Dn ⊗ valid), k_Dn_hat(0) b in the interior
+        c = float(np.median(d[valid]))
+        background = c / float(kdn_hat[0, 0].real)
+        u_hat = fft(valid.astype(np.float32))
+        d -= np.float32(background) * ifft(kdn_hat * u_hat)[:ny, :nx]
+        if astrometric:
+            s_n -= np.float32(background) * ifft(kn_hat * u_hat)[:ny, :nx]
+            s = s_n - s_r
+        else:
+            s -= np.float32(background) * ifft(kn_hat * u_hat)[:ny, :nx]
+
     v_s = ifft(squared_hat(kn_hat) * vn_hat + squared_hat(kr_hat) * vr_hat)[:ny, :nx]
     v_d = ifft(squared_hat(kdn_hat) * vn_hat + squared_hat(kdr_hat) * vr_hat)[:ny, :nx]
     # FFT round-off can leave tiny negative values where the variance is ~0 (padding, NO_DATA)
@@ -235,20 +257,35 @@ def proper_subtraction(
         score=(s / np.sqrt(v_s)).astype(np.float32, copy=False),  # eq. 25
         psf=p_d,
         f_d=f_d,
+        background=background,
     )
+
+
+def registration_offsets(science: Exposure, stars: pd.DataFrame) -> pd.DataFrame:
+    """Per-star registration offsets (pixels): the science's windowed centroids minus the reference's
+    (``stars`` holds the reference's), for the stars with S/N >= 50 where at least 5 have it
+    (centroid noise ~ FWHM / S/N would otherwise dominate). Columns ``x``, ``y``, ``dx``, ``dy``."""
+    fwhm = float(stars.attrs.get("fwhm", 3.0))
+    bright = stars[stars["snr"] >= 50.0]
+    stars = bright if len(bright) >= 5 else stars
+    xr, yr = stars["x"].to_numpy(), stars["y"].to_numpy()
+    xs, ys = centroids(science, xr, yr, fwhm)
+    return pd.DataFrame({"x": xr, "y": yr, "dx": xs - xr, "dy": ys - yr})
+
+
+def shift_kernel(kernel: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``kernel`` moved by ``(dx, dy)`` pixels (Fourier shift), renormalised to unit sum."""
+    moved = np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(kernel), (dy, dx))).real
+    return moved / moved.sum()
 
 
 def registration_rms(science: Exposure, stars: pd.DataFrame) -> tuple[float, float]:
     """Registration error (pixels) per axis from the stars' centroids: ``stars`` holds the reference's
     windowed centroids; the science's are measured here. ``sqrt(median^2 + robust sigma^2)`` of the
     offsets, so a global shift and a scatter both count."""
-    fwhm = float(stars.attrs.get("fwhm", 3.0))
-    bright = stars[stars["snr"] >= 50.0]  # centroid noise ~ FWHM / S/N would inflate the scatter
-    stars = bright if len(bright) >= 5 else stars
-    xr, yr = stars["x"].to_numpy(), stars["y"].to_numpy()
-    xs, ys = centroids(science, xr, yr, fwhm)
+    offsets = registration_offsets(science, stars)
     out = []
-    for d in (xs - xr, ys - yr):
+    for d in (offsets["dx"].to_numpy(), offsets["dy"].to_numpy()):
         med = float(np.median(d))
         out.append(math.hypot(med, _MAD_TO_SIGMA * float(np.median(np.abs(d - med)))))
     return out[0], out[1]
@@ -286,9 +323,26 @@ class ZOGYSubtractor(Subtractor):
         min_stars: fewest stars for a PSF estimate or flux-ratio fit.
         max_stars: at most this many stars (brightest, spread over the frame).
         star_snr_min: minimum aperture S/N of a star in both exposures.
-        tile_min_stars: a tile's own PSF estimate needs this many stars in the grown tile, else the
-            whole frame's estimate is used: a PSF stacked from a handful of stars is noisy, and ZOGY
-            spreads that noise, scaled by each star's flux, over every bright star's footprint.
+        tile_min_stars: a tile's own PSF estimate (or registration offset) needs this many stars in
+            the grown tile, else the whole frame's is used: a PSF stacked from a handful of stars is
+            noisy, and ZOGY spreads that noise, scaled by each star's flux, over every bright star's
+            footprint.
+        background: ``"constant"``: remove a constant differential background per (sub-)image, the
+            constant of ``N`` that leaves ``D`` with a zero median (the zeroth-order term of
+            Alard-Lupton's background fit: in crowded fields the two skies are estimated under
+            different amounts of unresolved light, ~0.15 sigma here, which biases aperture fluxes of
+            transients by several per cent); ``"none"``: the paper's set-up.
+        registration: ``"estimate"``: the median offset between the stars' windowed centroids in
+            the two exposures (per tile with ``tile_min_stars``, else the whole frame's) is put into
+            ``P_r`` by a Fourier shift, so a residual sub-pixel misregistration is matched instead of
+            leaving a dipole at every star; the output stays on the science grid. ``"none"``: the
+            images are taken as registered. Estimated PSFs carry the offset already (both are
+            stacked at the reference's centroids), so this applies to ``psf="model"``.
+        few_stars: what a star-based estimate does when a frame has fewer than ``min_stars``
+            usable stars: ``"fallback"`` uses the configured alternative (the PSF models, the zero
+            points, no registration offset, no astrometric-noise term) and records it in
+            ``meta["fallbacks"]`` with a warning; ``"error"`` raises
+            :class:`~hybrid.exposure.InvalidExposureError`.
     """
 
     def __init__(
@@ -307,6 +361,9 @@ class ZOGYSubtractor(Subtractor):
         max_stars: int = 200,
         star_snr_min: float = 20.0,
         tile_min_stars: int = 25,
+        background: Literal["constant", "none"] = "constant",
+        registration: Literal["none", "estimate"] = "none",
+        few_stars: Literal["fallback", "error"] = "fallback",
     ) -> None:
         if psf_size is not None and (psf_size < 3 or psf_size % 2 == 0):
             raise ValueError(f"psf_size must be an odd integer >= 3, got {psf_size}")
@@ -338,6 +395,12 @@ class ZOGYSubtractor(Subtractor):
             )
         if psf_stack not in ("median", "mean"):
             raise ValueError(f"psf_stack must be 'median' or 'mean', got {psf_stack!r}")
+        if background not in ("constant", "none"):
+            raise ValueError(f"background must be 'constant' or 'none', got {background!r}")
+        if registration not in ("none", "estimate"):
+            raise ValueError(f"registration must be 'none' or 'estimate', got {registration!r}")
+        if few_stars not in ("fallback", "error"):
+            raise ValueError(f"few_stars must be 'fallback' or 'error', got {few_stars!r}")
         self.psf_size = psf_size
         self.noise = noise
         self.astrometric_sigma = (float(sig[0]), float(sig[1]))
@@ -352,6 +415,9 @@ class ZOGYSubtractor(Subtractor):
         self.max_stars = int(max_stars)
         self.star_snr_min = float(star_snr_min)
         self.tile_min_stars = int(tile_min_stars)
+        self.background = background
+        self.registration = registration
+        self.few_stars = few_stars
 
     def _psf_size(self, science: Exposure, reference: Exposure, cx: float, cy: float) -> int:
         ny, nx = science.shape
@@ -376,16 +442,29 @@ class ZOGYSubtractor(Subtractor):
         if len(stars):
             # windows (centroid, photometry) scale with sep's size of the stars, which in these
             # undersampled frames works better than the PSF models' FWHM (see the benchmark)
-            fwhm = 2.3548 * float(np.median(stars["size"]))
+            fwhm = 2.0 * float(np.median(stars["r50"]))
             stars["x"], stars["y"] = centroids(reference, stars["x"].to_numpy(), stars["y"].to_numpy(), fwhm)
+            # a centroid can move a star by a pixel: keep only stars whose aligned stamp (with its
+            # 3-pixel margin) still fits, so every star has a stamp in both exposures
+            ny, nx = reference.shape
+            reach = size // 2 + 3
+            ix, iy = np.rint(stars["x"]).astype(int), np.rint(stars["y"]).astype(int)
+            fits = (ix >= reach) & (iy >= reach) & (ix < nx - reach) & (iy < ny - reach)
+            stars = stars[fits.to_numpy()].reset_index(drop=True)
             stars.attrs["fwhm"] = fwhm
         return stars
 
     def _tile_psfs(
-        self, tiles: list[Tile], science: Exposure, reference: Exposure, stars: pd.DataFrame | None, size: int
+        self,
+        tiles: list[Tile],
+        science: Exposure,
+        reference: Exposure,
+        stars: pd.DataFrame | None,
+        size: int,
+        mode: str,
     ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[int]]:
         """``(P_n, P_r)`` for every tile, and the number of stars each estimate used (0: model)."""
-        if self.psf == "model":
+        if mode == "model":
             out = []
             for tile in tiles:
                 x, y = tile.centre
@@ -423,13 +502,14 @@ class ZOGYSubtractor(Subtractor):
         stars: pd.DataFrame,
         tiles: list[Tile],
         psfs: list[tuple[np.ndarray, np.ndarray]],
+        psf_mode: str,
     ) -> tuple[float, float, int]:
         xs, ys = stars["x"].to_numpy(), stars["y"].to_numpy()
         f_n, e_n, f_r, e_r = (np.full(len(stars), np.nan) for _ in range(4))
         fwhm = float(stars.attrs.get("fwhm", science.psf.fwhm_at(*tiles[0].centre)))
         size = psfs[0][0].shape[0]
         stamps = None
-        if self.flux_ratio_photometry == "psf" and self.psf == "estimate":
+        if self.flux_ratio_photometry == "psf" and psf_mode == "estimate":
             # measure the very stamps the PSFs were stacked from (the stars' stamps fit the frame)
             stamps = [
                 aligned_stamps(e, xs, ys, size, fwhm=fwhm, recentre=False) for e in (science, reference)
@@ -462,6 +542,22 @@ class ZOGYSubtractor(Subtractor):
             source=f"science {science.source} / reference {reference.source}",
         )
 
+    def _tile_offsets(
+        self, tiles: list[Tile], science: Exposure, stars: pd.DataFrame
+    ) -> list[tuple[float, float]]:
+        """Median registration offset ``(dx, dy)`` (pixels, science minus reference) per tile."""
+        offsets = registration_offsets(science, stars)
+        whole = (float(offsets["dx"].median()), float(offsets["dy"].median()))
+        xs, ys = offsets["x"].to_numpy(), offsets["y"].to_numpy()
+        out = []
+        for tile in tiles:
+            inside = offsets[tile.contains(xs, ys, outer=True)]
+            if len(tiles) > 1 and len(inside) >= max(self.min_stars, self.tile_min_stars):
+                out.append((float(inside["dx"].median()), float(inside["dy"].median())))
+            else:
+                out.append(whole)
+        return out
+
     def subtract(self, science: Exposure, reference: Exposure) -> Difference:
         check_aligned(science, reference)
         check_background(science, reference)
@@ -480,29 +576,68 @@ class ZOGYSubtractor(Subtractor):
             )
         overlap = size if self.tile_overlap is None else self.tile_overlap
         tiles = make_tiles(science.shape, self.tiles, overlap)
-        stars = None
-        if self.psf == "estimate" or self.flux_ratio == "fit" or self.estimate_astrometry:
+        fallbacks: list[str] = []
+
+        def fallback(purpose: str, err: InvalidExposureError) -> None:
+            if self.few_stars == "error":
+                raise err
+            fallbacks.append(purpose)
+            log.warning("%s; %s falls back (few_stars='fallback')", err, purpose)
+
+        stars = pd.DataFrame(columns=["x", "y", "snr"], dtype=float)
+        if (
+            self.psf == "estimate"
+            or self.flux_ratio == "fit"
+            or self.estimate_astrometry
+            or self.registration == "estimate"
+        ):
             stars = self._stars(science, reference, size)
         astrometric_sigma = self.astrometric_sigma
         if self.estimate_astrometry:
-            assert stars is not None
-            require_stars(stars, self.min_stars, reference, "the astrometric-noise estimate")
-            astrometric_sigma = registration_rms(science, stars)
-        psfs, psf_stars = self._tile_psfs(tiles, science, reference, stars, size)
+            try:
+                require_stars(stars, self.min_stars, reference, "the astrometric-noise estimate")
+                astrometric_sigma = registration_rms(science, stars)
+            except InvalidExposureError as err:
+                fallback("astrometric_sigma", err)
+        psf_mode = self.psf
+        if psf_mode == "estimate":
+            try:
+                psfs, psf_stars = self._tile_psfs(tiles, science, reference, stars, size, "estimate")
+            except InvalidExposureError as err:
+                fallback("psf", err)
+                psf_mode = "model"
+        if psf_mode == "model":
+            psfs, psf_stars = self._tile_psfs(tiles, science, reference, stars, size, "model")
 
         f_n = 1.0
         f_r_zero_point = adu_ratio(reference, science)
         f_r, f_r_err, n_ratio = f_r_zero_point, 0.0, 0
         if self.flux_ratio == "fit":
-            assert stars is not None
-            f_r, f_r_err, n_ratio = self._fit_flux_ratio(science, reference, stars, tiles, psfs)
+            try:
+                require_stars(stars, self.min_stars, reference, "the flux-ratio fit")
+                f_r, f_r_err, n_ratio = self._fit_flux_ratio(science, reference, stars, tiles, psfs, psf_mode)
+            except InvalidExposureError as err:
+                fallback("flux_ratio", err)
+
+        offsets = [(0.0, 0.0)] * len(tiles)
+        if self.registration == "estimate" and psf_mode == "model":
+            try:
+                require_stars(stars, self.min_stars, reference, "the registration offset")
+                offsets = self._tile_offsets(tiles, science, stars)
+            except InvalidExposureError as err:
+                fallback("registration", err)
+            # the reference's stars lie at the science's positions minus the offset: so does P_r
+            psfs = [
+                (p_n, shift_kernel(p_r, -dx, -dy) if dx or dy else p_r)
+                for (p_n, p_r), (dx, dy) in zip(psfs, offsets, strict=True)
+            ]
 
         def zeroed(array: np.ndarray) -> np.ndarray:
             return np.where(no_data, np.float32(0), array).astype(np.float32, copy=False)
 
         planes = [zeroed(a) for a in (science.image, reference.image, science.variance, reference.variance)]
         image, variance, score = (np.full(science.shape, np.nan, np.float32) for _ in range(3))
-        kernels, sigmas, f_ds = [], [], []
+        kernels, sigmas, f_ds, backgrounds = [], [], [], []
         for tile, (p_n, p_r) in zip(tiles, psfs, strict=True):
             outer = tile.outer_slices
             valid = ~no_data[outer]
@@ -526,6 +661,7 @@ class ZOGYSubtractor(Subtractor):
                 f_r=f_r,
                 astrometric_sigma=astrometric_sigma,
                 pad=size if self.pad is None else self.pad,
+                valid=valid if self.background == "constant" else None,
             )
             core, inner = tile.core_slices, tile.core_in_outer
             image[core] = result.image[inner]
@@ -534,6 +670,7 @@ class ZOGYSubtractor(Subtractor):
             kernels.append(result.psf)
             sigmas.append((sigma_n, sigma_r))
             f_ds.append(result.f_d)
+            backgrounds.append(result.background)
 
         mask = (science.mask | reference.mask).astype(np.uint16)
         if no_data.any():
@@ -575,5 +712,8 @@ class ZOGYSubtractor(Subtractor):
                 "psf_size": size,
                 "tiles": self.tiles,
                 "astrometric_sigma": astrometric_sigma,
+                "background": backgrounds,
+                "registration_offsets": offsets,
+                "fallbacks": fallbacks,
             },
         )
