@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from hydra.utils import instantiate
 
 from hybrid.cli import load_config, main
@@ -40,13 +41,33 @@ def test_every_group_option_composes_and_instantiates(survey: str, subtraction: 
     assert isinstance(instantiate(cfg.curation), Curation)
 
 
-@pytest.mark.parametrize("name", _options("experiment"))
-def test_experiment_configs_compose_and_instantiate(name: str) -> None:
-    cfg = load_config([f"experiment={name}"])
+def _sweep_points(name: str) -> list[list[str]]:
+    """The points of an experiment's own sweep (``hydra.sweeper.params``) as override lists."""
+    from itertools import product
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    raw = yaml.safe_load((CONF / "experiment" / f"{name}.yaml").read_text()) or {}
+    params = (((raw.get("hydra") or {}).get("sweeper") or {}).get("params")) or {}
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    axes = [[f"{o.key_or_group}={v}" for v in o.sweep_string_iterator()] for o in parsed]
+    return [list(point) for point in product(*axes)]
+
+
+EXPERIMENT_POINTS = [(n, p) for n in _options("experiment") for p in _sweep_points(n)]
+
+
+@pytest.mark.parametrize(
+    ("name", "point"), EXPERIMENT_POINTS, ids=[" ".join([n, *p]) for n, p in EXPERIMENT_POINTS]
+)
+def test_experiment_configs_compose_and_instantiate(name: str, point: list[str]) -> None:
+    """Every experiment, at every point of its own sweep, composes and builds a working model."""
+    cfg = load_config([f"experiment={name}", *point])
     for group in ("survey", "sim", "subtraction", "detection", "curation", "context"):
         assert instantiate(cfg[group]) is not None
+    in_chans = len(cfg.train.channels) if cfg.train.channels else 3
     model = HybridModel(
-        in_chans=3,
+        in_chans=in_chans,
         n_features=8,
         n_types=len(TRANSIENT_TYPES),
         image_encoder=instantiate(cfg.image_encoder) if "image" in cfg.inputs else None,
@@ -55,7 +76,7 @@ def test_experiment_configs_compose_and_instantiate(name: str) -> None:
         stamps=instantiate(cfg.preprocess.stamps),
     )
     size = cfg.data.stamp_size
-    rb, ty = model(torch.randn(2, 3, size, size), torch.randn(2, 8))
+    rb, ty = model(torch.randn(2, in_chans, size, size), torch.randn(2, 8))
     assert rb.shape == (2,) and ty.shape == (2, len(TRANSIENT_TYPES))
     assert cfg.trainer._target_ == "lightning.Trainer" and cfg.task.name in TASKS
 

@@ -113,7 +113,8 @@ class TimmEncoder(nn.Module):
         self.backbone = timm.create_model(
             model_name, pretrained=pretrained, in_chans=in_chans, num_classes=0, **kwargs
         )
-        self.out_dim = int(self.backbone.num_features)
+        # the pre-logits width: num_features, or the width of a head conv after pooling (MobileNetV3)
+        self.out_dim = int(getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
