@@ -6,6 +6,9 @@
 * missed-detection rate and false-positive rate at a fixed score threshold (0.5 by default);
 * expected calibration error (Guo et al. 2017): the bin-size-weighted mean gap between confidence
   and accuracy over equal-width probability bins;
+* negative log-likelihood and Brier score (Brier 1950), the proper scoring rules of probabilistic
+  forecasts, and the AUROC with which an uncertainty separates wrong from right predictions
+  (Hendrycks & Gimpel 2017, ICLR);
 * completeness (recall of real candidates at the threshold) against magnitude and host offset;
 * per-class confusion matrix and macro-F1 of the transient type.
 """
@@ -39,6 +42,37 @@ def expected_calibration_error(y: np.ndarray, prob: np.ndarray, bins: int = 15) 
         if sel.any():
             ece += sel.mean() * abs(prob[sel].mean() - y[sel].mean())
     return float(ece)
+
+
+def negative_log_likelihood(y: np.ndarray, prob: np.ndarray, eps: float = 1e-12) -> float:
+    """Mean NLL (nats): of binary labels ``y`` under positive-class probabilities ``prob`` (N,), or of
+    class indices ``y`` under class probabilities ``prob`` (N, K)."""
+    prob = np.asarray(prob, float)
+    if prob.ndim == 2:
+        p_true = prob[np.arange(len(prob)), np.asarray(y, int)]
+    else:
+        y = np.asarray(y, float)
+        p_true = np.where(y > 0.5, prob, 1.0 - prob)
+    return float(-np.log(np.clip(p_true, eps, 1.0)).mean())
+
+
+def brier_score(y: np.ndarray, prob: np.ndarray) -> float:
+    """Brier score: mean squared error of positive-class probabilities (N,) against binary ``y``, or
+    the mean over candidates of the summed squared error of (N, K) probabilities against one-hot ``y``."""
+    prob = np.asarray(prob, float)
+    if prob.ndim == 2:
+        onehot = np.eye(prob.shape[1])[np.asarray(y, int)]
+        return float(((prob - onehot) ** 2).sum(axis=1).mean())
+    return float(((prob - np.asarray(y, float)) ** 2).mean())
+
+
+def error_detection_auroc(wrong: np.ndarray, uncertainty: np.ndarray) -> float:
+    """ROC AUC of ``uncertainty`` as a detector of wrong predictions (``wrong`` True); 0.5 is no better
+    than chance, NaN when every prediction is right (or every one wrong)."""
+    wrong = np.asarray(wrong, bool)
+    if wrong.all() or not wrong.any():
+        return float("nan")
+    return float(roc_auc_score(wrong, np.asarray(uncertainty, float)))
 
 
 def completeness(values: np.ndarray, detected: np.ndarray, edges: np.ndarray) -> pd.DataFrame:

@@ -7,6 +7,7 @@ run resumed at an epoch boundary sees exactly the batches an uninterrupted run w
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +42,16 @@ class SplitTensors:
     def normalize_stamps(self, normalizer: torch.nn.Module, chunk: int = 4096) -> None:
         """Replace the raw stamps by ``normalizer(stamps)``, once, chunk by chunk."""
         self.image = torch.cat([normalizer(self.image[i : i + chunk]) for i in range(0, len(self), chunk)])
+
+    def subset(self, index: np.ndarray | torch.Tensor) -> SplitTensors:
+        """The rows ``index`` of this split (a copy sharing no tensors with it)."""
+        index = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        out = copy.copy(self)
+        out.rows = self.rows[index.numpy()]
+        out.table = self.table.iloc[index.numpy()].reset_index(drop=True)
+        out.image, out.features = self.image[index], self.features[index]
+        out.label_real, out.label_type = self.label_real[index], self.label_type[index]
+        return out
 
     def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         return {
@@ -134,6 +145,11 @@ class CandidateDataModule(L.LightningDataModule):
                 raise DatasetError(f"{self.root}: the {name} split is empty")
         self.batch_size = batch_size
         self.train_batches = EpochBatches(self.splits["train"], batch_size, shuffle=True, seed=seed)
+
+    def use_train(self, split: SplitTensors) -> None:
+        """Train on ``split`` from now on (a labelled subset of the pool, in active learning)."""
+        self.splits["train"] = split
+        self.train_batches = EpochBatches(split, self.batch_size, shuffle=True, seed=self.train_batches.seed)
 
     @property
     def in_chans(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -82,6 +83,22 @@ def make_datamodule(cfg: DictConfig, dataset: Path) -> CandidateDataModule:
     )
 
 
+def split_inputs(
+    model: torch.nn.Module, split: SplitTensors, batch_size: int
+) -> Iterator[tuple[torch.Tensor | None, torch.Tensor | None]]:
+    """The split's (image, features) in row order, ``batch_size`` rows at a time, on the model's device
+    (None for a modality the model does not use); puts the model in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    for i in range(0, len(split), batch_size):
+        b = split.batch(torch.arange(i, min(i + batch_size, len(split))))
+        image = None
+        if model.image_encoder is not None:
+            image = b["image"].to(device).contiguous(memory_format=torch.channels_last)
+        features = b["features"].to(device) if model.tabular_encoder is not None else None
+        yield image, features
+
+
 @torch.no_grad()
 def score_split(
     model: HybridModel, split: SplitTensors, *, rotation_average: bool, batch_size: int = 1024
@@ -90,15 +107,8 @@ def score_split(
 
     The split's stamps are expected normalised (see :func:`normalize_splits`).
     """
-    model.eval()
-    device = next(model.parameters()).device
     scores, probs = [], []
-    for i in range(0, len(split), batch_size):
-        b = split.batch(torch.arange(i, min(i + batch_size, len(split))))
-        image = None
-        if model.image_encoder is not None:
-            image = b["image"].to(device).contiguous(memory_format=torch.channels_last)
-        features = b["features"].to(device) if model.tabular_encoder is not None else None
+    for image, features in split_inputs(model, split, batch_size):
         rb, ty = model.predict(image, features, rotation_average=rotation_average, stamps_normalized=True)
         scores.append(rb.float().cpu())
         probs.append(ty.float().cpu())
@@ -128,6 +138,71 @@ def _loggers(cfg: DictConfig, run_dir: Path) -> list:
     return loggers
 
 
+def make_module(cfg: DictConfig, dm: CandidateDataModule, model: HybridModel) -> HybridModule:
+    """The LightningModule of the config for ``model``, class weights from ``dm``'s training split."""
+    pos_weight, type_weights = dm.class_weights() if cfg.train.class_weighting == "balanced" else (1.0, None)
+    return HybridModule(
+        model,
+        pos_weight=pos_weight,
+        type_weights=type_weights,
+        rb_weight=cfg.train.rb_weight,
+        type_weight=cfg.train.type_weight,
+        lr=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay,
+        augment=cfg.preprocess.augment,
+        channels_last=cfg.train.channels_last,
+        seed=int(cfg.seed),
+    )
+
+
+def fit(
+    cfg: DictConfig,
+    dm: CandidateDataModule,
+    model: HybridModel,
+    run_dir: Path,
+    *,
+    loggers: list | bool = False,
+    validate: bool = True,
+    **trainer_kwargs: object,
+) -> tuple[HybridModule, int]:
+    """Train ``model`` on ``dm`` (stamps normalised, see :func:`normalize_splits`); returns the module
+    and the number of epochs run.
+
+    With ``validate``, training stops early on ``val/loss``, checkpoints go to ``run_dir/checkpoints``
+    (resumed from ``last.ckpt`` when ``train.resume``) and the best weights are loaded at the end.
+    Without it, the model trains for ``trainer.max_epochs`` epochs with no validation and no
+    checkpoints (pool-based active learning, where no labelled validation set exists).
+    ``trainer_kwargs`` override the ``trainer`` config (``max_epochs``, ``enable_progress_bar``, ...).
+    """
+    module = make_module(cfg, dm, model)
+    if not validate:
+        trainer = instantiate(
+            cfg.trainer,
+            logger=loggers,
+            default_root_dir=str(run_dir),
+            limit_val_batches=0,
+            enable_checkpointing=False,
+            **trainer_kwargs,
+        )
+        trainer.fit(module, datamodule=dm)
+        return module, int(trainer.current_epoch)
+    ckpt_dir = run_dir / "checkpoints"
+    best = ModelCheckpoint(ckpt_dir, filename="best", monitor="val/loss", mode="min", save_last=True)
+    callbacks = [best, EarlyStopping("val/loss", patience=cfg.train.patience, mode="min")]
+    trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(run_dir), **trainer_kwargs
+    )
+    last = ckpt_dir / "last.ckpt"
+    resume = last if cfg.train.resume and last.exists() else None
+    if resume:
+        log.info("resuming from %s", resume)
+    trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    best_path = best.best_model_path or str(last)
+    state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
+    module.load_state_dict(state)
+    return module, int(trainer.current_epoch)
+
+
 def train(cfg: DictConfig) -> dict:
     """Build (or reuse) the dataset, train, evaluate on the test split; returns the test metrics."""
     run_dir = run_directory(cfg)
@@ -140,33 +215,9 @@ def train(cfg: DictConfig) -> dict:
     dm = make_datamodule(cfg, dataset)
     model = build_model(cfg, dm)
     normalize_splits(dm, model)
-    pos_weight, type_weights = dm.class_weights() if cfg.train.class_weighting == "balanced" else (1.0, None)
-    module = HybridModule(
-        model,
-        pos_weight=pos_weight,
-        type_weights=type_weights,
-        rb_weight=cfg.train.rb_weight,
-        type_weight=cfg.train.type_weight,
-        lr=cfg.train.lr,
-        weight_decay=cfg.train.weight_decay,
-        augment=cfg.preprocess.augment,
-        channels_last=cfg.train.channels_last,
-        seed=int(cfg.seed),
-    )
-    ckpt_dir = run_dir / "checkpoints"
-    best = ModelCheckpoint(ckpt_dir, filename="best", monitor="val/loss", mode="min", save_last=True)
-    callbacks = [best, EarlyStopping("val/loss", patience=cfg.train.patience, mode="min")]
     loggers = _loggers(cfg, run_dir)
     try:
-        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(run_dir))
-        last = ckpt_dir / "last.ckpt"
-        resume = last if cfg.train.resume and last.exists() else None
-        if resume:
-            log.info("resuming from %s", resume)
-        trainer.fit(module, datamodule=dm, ckpt_path=resume)
-        best_path = best.best_model_path or str(last)
-        state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
-        module.load_state_dict(state)
+        _, epochs = fit(cfg, dm, model, run_dir, loggers=loggers)
         scored = score_split(model, dm.splits["test"], rotation_average=cfg.preprocess.rotation_average)
         scored.to_parquet(run_dir / "predictions.parquet", index=False)
         metrics = evaluate(scored, run_dir, threshold=cfg.train.threshold)
@@ -174,7 +225,7 @@ def train(cfg: DictConfig) -> dict:
             {
                 "modalities": "+".join(model.modalities),
                 "parameters": int(sum(p.numel() for p in model.parameters())),
-                "epochs": int(trainer.current_epoch),
+                "epochs": epochs,
                 "dataset": str(dataset),
             }
         )
