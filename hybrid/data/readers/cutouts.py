@@ -167,13 +167,13 @@ def fit_stamp(
 ) -> tuple[np.ndarray, float]:
     """Crop or NaN-pad a cutout to ``size`` x ``size`` around the candidate; returns (stamp, edge fraction).
 
-    A cutout shorter than ``size`` along an axis was cut at a CCD edge, so the candidate is off its
-    centre. The missing pixels are added on the side of the nearer edge, judged from the candidate's
-    position (``x``, ``y``, pixels, 1-based as ZTF's ``xpos``/``ypos``) in a ``frame`` of shape
-    (ny, nx), or, without the frame, from whether the position is within ``size // 2`` of the low
-    edge; without a position they go on the high side. A longer cutout is cropped about its centre.
-    The edge fraction is the fraction of padded pixels (0 for a full cutout), as the simulated cutter
-    records it.
+    A cutout shorter than ``size`` along an axis was either cut at a CCD edge (ZTF's 63x45), with the
+    candidate off its centre, or is simply small (Rubin's cutouts follow the source's footprint). When
+    the candidate's position (``x``, ``y``, pixels, 1-based as ZTF's ``xpos``/``ypos``) lies within
+    ``size // 2`` of the low edge, or of the high edge of a ``frame`` of shape (ny, nx), the missing
+    pixels are added on that side; otherwise the cutout is centred. A longer cutout is cropped about
+    its centre. The edge fraction is the fraction of padded pixels (0 for a full cutout), as the
+    simulated cutter records it.
     """
     ny, nx = image.shape
     out = np.full((size, size), np.nan, np.float32)
@@ -184,13 +184,13 @@ def fit_stamp(
             spans.append((slice(lo, lo + size), slice(0, size)))
             continue
         missing = size - n
-        if pos is None:
-            near_low = False
-        elif extent is None:
-            near_low = pos - 1 < size // 2
+        half = size // 2
+        if pos is not None and pos - 1 < half:
+            start = missing  # cut at the low edge: the data sit at the high end of the stamp
+        elif pos is not None and extent is not None and extent - pos < half:
+            start = 0
         else:
-            near_low = pos - 1 < extent - pos
-        start = missing if near_low else 0
+            start = missing // 2  # a small cutout away from any edge (Rubin): centred
         spans.append((slice(0, n), slice(start, start + n)))
     (src_y, dst_y), (src_x, dst_x) = spans
     out[dst_y, dst_x] = image[src_y, src_x]
