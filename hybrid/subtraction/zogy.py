@@ -47,7 +47,13 @@ set-up):
 * ``tiles=k``: the frame is processed as ``k x k`` sub-images grown by ``tile_overlap`` pixels
   (:mod:`hybrid.subtraction.tiling`), each with its own PSFs (the model at the tile centre, or the
   stars in the grown tile) and noise levels, and the tiles' cores are stitched; the difference PSF is
-  then a :class:`~hybrid.subtraction.tiling.TiledPSF`.
+  then a :class:`~hybrid.subtraction.tiling.TiledPSF`;
+* ``registration="estimate"``: a residual sub-pixel misregistration, fitted as an affine field of
+  the stars' centroid offsets, is put into ``P_r`` (per tile) instead of leaving dipoles;
+* ``background="constant"``: a constant differential background per (sub-)image, the zeroth-order
+  term of Alard & Lupton's background fit;
+* ``few_stars="fallback"``: a frame with too few usable stars for a star-based estimate falls back to
+  the PSF models, the zero points, no offset and no astrometric term, recorded in ``meta``.
 
 Within one (sub-)image convolutions are circular FFTs over the image zero-padded by ``pad`` pixels,
 so sources near one edge do not wrap onto the other.
@@ -57,6 +63,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -279,6 +286,41 @@ def shift_kernel(kernel: np.ndarray, dx: float, dy: float) -> np.ndarray:
     return moved / moved.sum()
 
 
+def registration_model(
+    offsets: pd.DataFrame, shape: tuple[int, int], *, min_plane: int = 10, clip: float = 3.0
+) -> tuple[Callable[[float, float], tuple[float, float]], tuple[float, float]]:
+    """Affine model of the registration offsets across the frame, and the scatter about it.
+
+    Per axis, ``d = a0 + a1 u + a2 v`` with ``u = x / nx - 1/2``, ``v = y / ny - 1/2`` (a shift plus
+    the gradient of a small rotation or scale error; a constant with fewer than ``min_plane``
+    stars), fitted by least squares with ``clip``-sigma rejection. Returns ``predict(x, y) -> (dx,
+    dy)`` (pixels) and the robust standard deviation (pixels) of the residuals per axis.
+    """
+    ny, nx = shape
+    u = offsets["x"].to_numpy() / nx - 0.5
+    v = offsets["y"].to_numpy() / ny - 0.5
+    design = np.column_stack([np.ones_like(u), u, v]) if len(offsets) >= min_plane else np.ones((len(u), 1))
+    coefs, sigmas = [], []
+    for d in (offsets["dx"].to_numpy(), offsets["dy"].to_numpy()):
+        keep = np.ones(len(d), bool)
+        for _ in range(5):
+            coef = np.linalg.lstsq(design[keep], d[keep], rcond=None)[0]
+            resid = d - design @ coef
+            sigma = _MAD_TO_SIGMA * float(np.median(np.abs(resid[keep])))
+            new = np.abs(resid) <= clip * max(sigma, 1e-3)
+            if new.sum() < design.shape[1] or np.array_equal(new, keep):
+                break
+            keep = new
+        coefs.append(np.pad(coef, (0, 3 - len(coef))))
+        sigmas.append(sigma)
+
+    def predict(x: float, y: float) -> tuple[float, float]:
+        basis = np.array([1.0, x / nx - 0.5, y / ny - 0.5])
+        return float(basis @ coefs[0]), float(basis @ coefs[1])
+
+    return predict, (sigmas[0], sigmas[1])
+
+
 def registration_rms(science: Exposure, stars: pd.DataFrame) -> tuple[float, float]:
     """Registration error (pixels) per axis from the stars' centroids: ``stars`` holds the reference's
     windowed centroids; the science's are measured here. ``sqrt(median^2 + robust sigma^2)`` of the
@@ -305,7 +347,8 @@ class ZOGYSubtractor(Subtractor):
             sigma_y)``; adds the astrometric-noise terms of ZOGY16 eqs. 30-31 to the variance of S.
             ``"estimate"``: per axis ``sqrt(median(d)^2 + sigma(d)^2)`` of the offsets ``d`` between
             the stars' windowed centroids in the two exposures (robust sigma), as Vreeswijk's ZOGY
-            does for MeerLICHT/BlackGEM.
+            does for MeerLICHT/BlackGEM; with ``registration="estimate"`` only the robust scatter
+            of the offsets about the fitted registration model, which is what remains after it.
         pad: zeros (pixels) appended to each axis before the FFTs so that convolutions do not
             wrap around; ``None``: ``psf_size``. The padded size is rounded up to a fast FFT length.
             ``0`` gives purely circular convolution.
@@ -323,7 +366,7 @@ class ZOGYSubtractor(Subtractor):
         min_stars: fewest stars for a PSF estimate or flux-ratio fit.
         max_stars: at most this many stars (brightest, spread over the frame).
         star_snr_min: minimum aperture S/N of a star in both exposures.
-        tile_min_stars: a tile's own PSF estimate (or registration offset) needs this many stars in
+        tile_min_stars: a tile's own PSF estimate needs this many stars in
             the grown tile, else the whole frame's is used: a PSF stacked from a handful of stars is
             noisy, and ZOGY spreads that noise, scaled by each star's flux, over every bright star's
             footprint.
@@ -332,12 +375,14 @@ class ZOGYSubtractor(Subtractor):
             Alard-Lupton's background fit: in crowded fields the two skies are estimated under
             different amounts of unresolved light, ~0.15 sigma here, which biases aperture fluxes of
             transients by several per cent); ``"none"``: the paper's set-up.
-        registration: ``"estimate"``: the median offset between the stars' windowed centroids in
-            the two exposures (per tile with ``tile_min_stars``, else the whole frame's) is put into
-            ``P_r`` by a Fourier shift, so a residual sub-pixel misregistration is matched instead of
-            leaving a dipole at every star; the output stays on the science grid. ``"none"``: the
-            images are taken as registered. Estimated PSFs carry the offset already (both are
-            stacked at the reference's centroids), so this applies to ``psf="model"``.
+        registration: ``"estimate"``: the offsets between the stars' windowed centroids in the two
+            exposures are fitted by an affine model across the frame (:func:`registration_model`:
+            a shift and its gradient, as left by a small rotation or scale error), and the model's
+            offset at each tile's centre is put into ``P_r`` by a Fourier shift, so a residual
+            sub-pixel misregistration is matched instead of leaving a dipole at every star; the
+            output stays on the science grid. ``"none"``: the images are taken as registered.
+            Estimated PSFs carry the offset already (both are stacked at the reference's
+            centroids), so this applies to ``psf="model"``.
         few_stars: what a star-based estimate does when a frame has fewer than ``min_stars``
             usable stars: ``"fallback"`` uses the configured alternative (the PSF models, the zero
             points, no registration offset, no astrometric-noise term) and records it in
@@ -544,19 +589,11 @@ class ZOGYSubtractor(Subtractor):
 
     def _tile_offsets(
         self, tiles: list[Tile], science: Exposure, stars: pd.DataFrame
-    ) -> list[tuple[float, float]]:
-        """Median registration offset ``(dx, dy)`` (pixels, science minus reference) per tile."""
-        offsets = registration_offsets(science, stars)
-        whole = (float(offsets["dx"].median()), float(offsets["dy"].median()))
-        xs, ys = offsets["x"].to_numpy(), offsets["y"].to_numpy()
-        out = []
-        for tile in tiles:
-            inside = offsets[tile.contains(xs, ys, outer=True)]
-            if len(tiles) > 1 and len(inside) >= max(self.min_stars, self.tile_min_stars):
-                out.append((float(inside["dx"].median()), float(inside["dy"].median())))
-            else:
-                out.append(whole)
-        return out
+    ) -> tuple[list[tuple[float, float]], tuple[float, float]]:
+        """Registration offset ``(dx, dy)`` (pixels, science minus reference) at each tile's centre
+        from the affine :func:`registration_model`, and the residual scatter per axis (pixels)."""
+        predict, scatter = registration_model(registration_offsets(science, stars), science.shape)
+        return [predict(*tile.centre) for tile in tiles], scatter
 
     def subtract(self, science: Exposure, reference: Exposure) -> Difference:
         check_aligned(science, reference)
@@ -592,13 +629,6 @@ class ZOGYSubtractor(Subtractor):
             or self.registration == "estimate"
         ):
             stars = self._stars(science, reference, size)
-        astrometric_sigma = self.astrometric_sigma
-        if self.estimate_astrometry:
-            try:
-                require_stars(stars, self.min_stars, reference, "the astrometric-noise estimate")
-                astrometric_sigma = registration_rms(science, stars)
-            except InvalidExposureError as err:
-                fallback("astrometric_sigma", err)
         psf_mode = self.psf
         if psf_mode == "estimate":
             try:
@@ -620,10 +650,11 @@ class ZOGYSubtractor(Subtractor):
                 fallback("flux_ratio", err)
 
         offsets = [(0.0, 0.0)] * len(tiles)
+        scatter = None  # the registration error left after the offsets are put into P_r
         if self.registration == "estimate" and psf_mode == "model":
             try:
                 require_stars(stars, self.min_stars, reference, "the registration offset")
-                offsets = self._tile_offsets(tiles, science, stars)
+                offsets, scatter = self._tile_offsets(tiles, science, stars)
             except InvalidExposureError as err:
                 fallback("registration", err)
             # the reference's stars lie at the science's positions minus the offset: so does P_r
@@ -631,6 +662,13 @@ class ZOGYSubtractor(Subtractor):
                 (p_n, shift_kernel(p_r, -dx, -dy) if dx or dy else p_r)
                 for (p_n, p_r), (dx, dy) in zip(psfs, offsets, strict=True)
             ]
+        astrometric_sigma = self.astrometric_sigma
+        if self.estimate_astrometry:
+            try:
+                require_stars(stars, self.min_stars, reference, "the astrometric-noise estimate")
+                astrometric_sigma = scatter if scatter is not None else registration_rms(science, stars)
+            except InvalidExposureError as err:
+                fallback("astrometric_sigma", err)
 
         def zeroed(array: np.ndarray) -> np.ndarray:
             return np.where(no_data, np.float32(0), array).astype(np.float32, copy=False)
