@@ -49,8 +49,9 @@ def normalize_stamps(stamps: np.ndarray, *, mode: str, crop: int | None, clip: f
         return np.where(finite, flat, np.float32(0)).reshape(b, c, h, w)
     if mode == "l2":
         x0 = np.where(finite, flat, np.float32(0))
-        norm = np.maximum(np.sqrt((x0 * x0).sum(axis=1, keepdims=True, dtype=np.float32)), np.float32(1e-6))
-        return (x0 / norm).reshape(b, c, h, w)
+        with np.errstate(over="ignore"):  # absurd pixels (> 1e19) give an infinite norm, as in torch
+            norm = np.sqrt((x0 * x0).sum(axis=1, keepdims=True, dtype=np.float32))
+        return (x0 / np.maximum(norm, np.float32(1e-6))).reshape(b, c, h, w)
     if mode != "noise":
         raise ValueError(f"stamp normalisation must be noise, l2 or none, got {mode!r}")
     complete = finite.all(axis=1)

@@ -70,6 +70,12 @@ ZTF_BANDS = {1: "g", 2: "r", 3: "i"}
 REQUIRED = ("jd", "fid", "ra", "dec", "magpsf", "sigmapsf", "isdiffpos")
 CUTOUTS = {"sci": "cutoutScience", "ref": "cutoutTemplate", "diff": "cutoutDifference"}
 EXTRAS = ("classtar", "rb", "drb", "ndethist", "ssdistnr", "fid", "programid")
+#: every candidate field this reader uses (the others are not converted)
+USED = frozenset(
+    (*REQUIRED, *EXTRAS, "candid", "xpos", "ypos", "magzpsci", "magap", "sigmagap", "chipsf", "fwhm")
+    + ("elong", "nneg", "nbad", "sumrat", "scorr", "distpsnr1", "sgmag1", "srmag1", "simag1", "sgscore1")
+    + ("diffmaglim",)
+)
 
 ZTF_FEATURE_MAP: dict[str, str] = {
     "mag_psf": "magpsf",
@@ -272,7 +278,11 @@ class ZtfParquetReader(AlertReader):
         fields = [cand_struct.type.field(i).name for i in range(cand_struct.type.num_fields)]
         flat = cand_struct.flatten()  # a null candidate record nulls every field
         candidate = pd.DataFrame(
-            {name: arr.to_numpy(zero_copy_only=False) for name, arr in zip(fields, flat, strict=True)}
+            {
+                name: arr.to_numpy(zero_copy_only=False)
+                for name, arr in zip(fields, flat, strict=True)
+                if name in USED
+            }
         )
         candid = (
             batch.column("candid").to_pylist() if "candid" in names else candidate.get("candid", [None] * n)
