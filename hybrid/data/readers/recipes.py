@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
-from hybrid.context.recipes import RecipeError, default_cache_dir
+from hybrid.context.recipes import RecipeError, default_cache_dir, pip_download_verified
 
 FINK_VERSION = "7.4.0"
 FINK_SDIST = f"fink-science-{FINK_VERSION}.tar.gz"
@@ -56,20 +54,9 @@ def fetch_fink_alerts(
         return paths
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target) as tmp:
-        if sdist is None:
-            cmd = [sys.executable, "-m", "pip", "download", f"fink-science=={FINK_VERSION}", "--no-deps"]
-            cmd += ["--no-binary=:all:", "--no-build-isolation", "-d", tmp, "--quiet"]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0 or not (Path(tmp) / FINK_SDIST).is_file():
-                raise RecipeError(
-                    f"pip download fink-science=={FINK_VERSION} failed (is PyPI reachable?):\n"
-                    + proc.stderr[-2000:]
-                )
-            sdist = Path(tmp) / FINK_SDIST
-        sdist = Path(sdist)
-        digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
-        if digest != FINK_SDIST_SHA256:
-            raise RecipeError(f"{sdist}: SHA-256 {digest} differs from the pinned {FINK_SDIST_SHA256}")
+        sdist = pip_download_verified(
+            f"fink-science=={FINK_VERSION}", FINK_SDIST, FINK_SDIST_SHA256, tmp, binary=False, local=sdist
+        )
         with tarfile.open(sdist, "r:gz") as tf:
             for name, (member, sha) in FINK_FILES.items():
                 extracted = tf.extractfile(member)

@@ -30,9 +30,7 @@ others                    missing (flux_* are nJy in Rubin, not counts; no PS1-s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -40,11 +38,9 @@ import pandas as pd
 from hybrid.data.readers.base import (
     READERS,
     AlertBatch,
-    AlertReader,
+    AvroAlertReader,
     Chunk,
     assemble,
-    avro_records,
-    avro_schema_name,
     numeric_column,
     stamps_from_cutouts,
 )
@@ -174,15 +170,12 @@ class RubinChunk(Chunk):
 
 
 @READERS.register("rubin_avro")
-class RubinAvroReader(AlertReader):
+class RubinAvroReader(AvroAlertReader):
     """Rubin alert packets in avro object-container files (any ``lsst.vX_Y.alert`` schema)."""
 
     survey = "rubin"
     feature_map = RUBIN_FEATURE_MAP
+    schema_prefix = "lsst"
 
-    def sniff(self, path: Path) -> bool:
-        return path.is_file() and path.suffix == ".avro" and avro_schema_name(path).startswith("lsst")
-
-    def chunks(self, path: Path, batch_size: int) -> Iterator[Chunk]:
-        for records in avro_records(path, batch_size):
-            yield RubinChunk(str(path), records)
+    def make_chunk(self, records: list[dict], source: str) -> Chunk:
+        return RubinChunk(source, records)

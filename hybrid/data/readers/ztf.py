@@ -53,10 +53,9 @@ from hybrid.data.readers.base import (
     READERS,
     AlertBatch,
     AlertReader,
+    AvroAlertReader,
     Chunk,
     assemble,
-    avro_records,
-    avro_schema_name,
     numeric_column,
     stamps_from_cutouts,
 )
@@ -72,9 +71,9 @@ CUTOUTS = {"sci": "cutoutScience", "ref": "cutoutTemplate", "diff": "cutoutDiffe
 EXTRAS = ("classtar", "rb", "drb", "ndethist", "ssdistnr", "fid", "programid")
 #: every candidate field this reader uses (the others are not converted)
 USED = frozenset(
-    (*REQUIRED, *EXTRAS, "candid", "xpos", "ypos", "magzpsci", "magap", "sigmagap", "chipsf", "fwhm")
-    + ("elong", "nneg", "nbad", "sumrat", "scorr", "distpsnr1", "sgmag1", "srmag1", "simag1", "sgscore1")
-    + ("diffmaglim",)
+    {*REQUIRED, *EXTRAS, "candid", "xpos", "ypos", "magzpsci", "magap", "sigmagap", "chipsf", "fwhm"}
+    | {"elong", "nneg", "nbad", "sumrat", "scorr", "distpsnr1", "sgmag1", "srmag1", "simag1", "sgscore1"}
+    | {"diffmaglim"}
 )
 
 ZTF_FEATURE_MAP: dict[str, str] = {
@@ -230,18 +229,15 @@ def chunk_from_records(records: list[dict], source: str) -> ZtfChunk:
 
 
 @READERS.register("ztf_avro")
-class ZtfAvroReader(AlertReader):
+class ZtfAvroReader(AvroAlertReader):
     """ZTF alert packets in avro files (one or many alerts per file)."""
 
     survey = "ztf"
     feature_map = ZTF_FEATURE_MAP
+    schema_prefix = "ztf"
 
-    def sniff(self, path: Path) -> bool:
-        return path.is_file() and path.suffix == ".avro" and avro_schema_name(path).startswith("ztf")
-
-    def chunks(self, path: Path, batch_size: int) -> Iterator[Chunk]:
-        for records in avro_records(path, batch_size):
-            yield chunk_from_records(records, str(path))
+    def make_chunk(self, records: list[dict], source: str) -> Chunk:
+        return chunk_from_records(records, source)
 
 
 @READERS.register("ztf_parquet")
