@@ -11,7 +11,7 @@ from hybrid.exposure import Exposure, InvalidExposureError
 from hybrid.psf import MoffatPSF, fit_moffat
 from hybrid.subtraction.psf_estimation import estimate_psf, fit_flux_ratio
 from hybrid.subtraction.tiling import TiledPSF, make_tiles
-from hybrid.subtraction.zogy import ZOGYSubtractor
+from hybrid.subtraction.zogy import ZOGYSubtractor, registration_model
 from tests.test_subtraction import ZP_REF, ZP_SCI, make_exposure, noise_pair, star_pair
 
 
@@ -180,3 +180,20 @@ def test_registration_offset_goes_into_the_reference_psf() -> None:
     chi2 = np.nanmean(diff.image[inner] ** 2 / diff.variance[inner])
     chi2_plain = np.nanmean(plain.image[inner] ** 2 / plain.variance[inner])
     assert chi2 < 1.2 and chi2_plain > 2.0
+
+
+def test_registration_model_tracks_a_gradient_and_ignores_outliers() -> None:
+    """Offsets that grow across the frame (a small rotation) plus centroid noise and a few wild
+    stars: the affine fit recovers the field and the scatter is the noise, not the gradient."""
+    rng = np.random.default_rng(63)
+    x, y = rng.uniform(0, 1024, 200), rng.uniform(0, 1024, 200)
+    dx = 0.05 + 0.2 * (y / 1024 - 0.5) + rng.normal(0, 0.01, 200)
+    dy = -0.03 - 0.2 * (x / 1024 - 0.5) + rng.normal(0, 0.01, 200)
+    dx[:8] += 1.0  # blends and variable stars
+    predict, (sx, sy) = registration_model(pd.DataFrame({"x": x, "y": y, "dx": dx, "dy": dy}), (1024, 1024))
+    assert predict(511.5, 1023.0) == pytest.approx((0.15, -0.03), abs=0.01)
+    assert predict(0.0, 511.5) == pytest.approx((0.05, 0.07), abs=0.01)
+    assert 0.007 < sx < 0.014 and 0.007 < sy < 0.014
+    few = pd.DataFrame({"x": x[8:14], "y": y[8:14], "dx": dx[8:14], "dy": dy[8:14]})
+    const, _ = registration_model(few, (1024, 1024))  # too few stars for a plane: a constant offset
+    assert const(0.0, 0.0) == const(1000.0, 1000.0)

@@ -201,14 +201,16 @@ def psf_fluxes(
 ) -> tuple[np.ndarray, np.ndarray]:
     """PSF-fit fluxes and errors (ADU) at sub-pixel positions ``(x, y)``.
 
-    ``psf`` is the PSF image (unit sum) or its central part: the fit ``f psf + b`` then returns the
-    flux of the whole unit-sum PSF from the pixels of the part. Stars whose stamp leaves the frame or
-    touches an unusable pixel get NaN.
+    ``psf`` is the PSF image (unit sum) or its central part, one ``(size, size)`` for all stars or
+    ``(n, size, size)``, one per star: the fit ``f psf + b`` then returns the flux of the whole
+    unit-sum PSF from the pixels of the part. Stars whose stamp leaves the frame or touches an
+    unusable pixel get NaN.
     """
     data = _clean(exposure)
     invalid = ((exposure.mask & UNUSABLE) != 0) | ~np.isfinite(exposure.image)
     ny, nx = data.shape
-    half = psf.shape[0] // 2
+    kernels = np.broadcast_to(psf, (len(x), *np.shape(psf)[-2:]))
+    half = kernels.shape[-1] // 2
     flux = np.full(len(x), np.nan)
     err = np.full(len(x), np.nan)
     for i, (xs, ys) in enumerate(zip(x, y, strict=True)):
@@ -218,7 +220,7 @@ def psf_fluxes(
         box = (slice(iy - half, iy + half + 1), slice(ix - half, ix + half + 1))
         if invalid[box].any():
             continue
-        p = ndimage.shift(psf, (ys - iy, xs - ix), order=3, mode="constant")
+        p = ndimage.shift(kernels[i], (ys - iy, xs - ix), order=3, mode="constant")
         # fit f P + b: a local background offset (sky-subtraction error, unresolved light) must
         # not leak into the flux; the error is that of f with b marginalised
         design = np.column_stack([p.ravel(), np.ones(p.size)])

@@ -157,6 +157,14 @@ def select_stars(
         for i, near in zip(cand, neighbours, strict=True):
             if any(j != i and flux[j] > sel.isolation_contrast * flux[i] for j in near):
                 ok[i] = False
+    # aperture S/N before the half-light radii, which cost more and are only needed for the survivors
+    flux, flux_err, snr = (np.full(len(objs), np.nan) for _ in range(3))
+    if ok.any():
+        flux[ok], flux_err[ok], snr[ok] = _aperture(detect_on, invalid, x[ok], y[ok], 2.0 * fwhm)
+        if sel.snr_in_all:
+            for exp in others:
+                snr[ok] = np.minimum(snr[ok], _aperture(exp, invalid, x[ok], y[ok], 2.0 * fwhm)[2])
+        ok &= snr >= sel.snr_min
     r50 = np.full(len(objs), np.nan)
     if ok.any():
         r50[ok] = half_light_radius(detect_on, invalid, x[ok], y[ok], max(3.0 * fwhm, 6.0))
@@ -169,23 +177,19 @@ def select_stars(
     idx = np.flatnonzero(ok)
     if idx.size == 0:
         return empty
-    flux, flux_err, snr = _aperture(detect_on, invalid, x[idx], y[idx], 2.0 * fwhm)
-    if sel.snr_in_all:
-        for exp in others:
-            snr = np.minimum(snr, _aperture(exp, invalid, x[idx], y[idx], 2.0 * fwhm)[2])
     table = pd.DataFrame(
         {
             "x": x[idx],
             "y": y[idx],
-            "flux": flux,
-            "flux_err": flux_err,
-            "snr": snr,
+            "flux": flux[idx],
+            "flux_err": flux_err[idx],
+            "snr": snr[idx],
             "peak": objs["peak"][idx].astype(float),
             "size": size[idx],
             "r50": r50[idx],
         }
     )
-    table = table[table["snr"] >= sel.snr_min].sort_values("flux", ascending=False, ignore_index=True)
+    table = table.sort_values("flux", ascending=False, ignore_index=True)
     return _spread(table, (ny, nx), sel.cells, sel.max_stars)
 
 

@@ -559,6 +559,9 @@ class ZOGYSubtractor(Subtractor):
             stamps = [
                 aligned_stamps(e, xs, ys, size, fwhm=fwhm, recentre=False) for e in (science, reference)
             ]
+        core = min(size, 2 * math.ceil(1.5 * fwhm) + 1)
+        lo = (size - core) // 2
+        kn, kr = (np.zeros((len(stars), core, core)) for _ in range(2))  # per-star PSF cores
         for tile, (p_n, p_r) in zip(tiles, psfs, strict=True):
             inside = tile.contains(xs, ys)
             if not inside.any():
@@ -571,13 +574,14 @@ class ZOGYSubtractor(Subtractor):
                 (sn, vn), (sr, vr) = stamps
                 f_n[inside], e_n[inside] = stamp_fluxes(sn[inside], vn[inside], p_n, fwhm=fwhm)
                 f_r[inside], e_r[inside] = stamp_fluxes(sr[inside], vr[inside], p_r, fwhm=fwhm)
-            else:  # PSF fit on the core, where the flux information is (and few neighbours are); the
-                # core is not renormalised, so the fit returns the flux of the whole PSF image
-                core = min(size, 2 * math.ceil(1.5 * fwhm) + 1)
-                lo = (size - core) // 2
-                kn, kr = p_n[lo : lo + core, lo : lo + core], p_r[lo : lo + core, lo : lo + core]
-                f_n[inside], e_n[inside] = psf_fluxes(science, xs[inside], ys[inside], kn)
-                f_r[inside], e_r[inside] = psf_fluxes(reference, xs[inside], ys[inside], kr)
+            else:
+                kn[inside] = p_n[lo : lo + core, lo : lo + core]
+                kr[inside] = p_r[lo : lo + core, lo : lo + core]
+        if self.flux_ratio_photometry == "psf" and stamps is None:
+            # PSF fit on the core, where the flux information is (and few neighbours are); the core
+            # is not renormalised, so the fit returns the flux of the whole PSF image
+            f_n, e_n = psf_fluxes(science, xs, ys, kn)
+            f_r, e_r = psf_fluxes(reference, xs, ys, kr)
         return fit_flux_ratio(
             f_r,
             e_r,
