@@ -29,7 +29,7 @@ def test_real_ztf_alerts_are_scored_as_pytorch_scores_them(tiny_bundle: Path, ti
     assert scores["score"].between(0, 1).all()
     # the same alerts through the PyTorch model of the run: raw stamps in ADU, features with gaps
     model, _, _ = load_run_model(tiny_run)
-    features = batch.candidates[model.features.names].to_numpy(np.float32)
+    features = batch.candidates[model.features.names].to_numpy(np.float32, copy=True)
     with torch.no_grad():
         want, _ = ServingModel(model)(torch.from_numpy(batch.stamps), torch.from_numpy(features))
     np.testing.assert_allclose(scores["score"], want.numpy(), rtol=RTOL, atol=ATOL)

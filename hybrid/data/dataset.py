@@ -87,6 +87,11 @@ def write_dataset_streaming(
     candidates.to_parquet(tmp / CANDIDATES, index=False)
     meta = {"schema_version": SCHEMA_VERSION, **meta, "n_candidates": len(candidates)}
     (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    return replace_directory(tmp, path)
+
+
+def replace_directory(tmp: Path, path: Path) -> Path:
+    """Move the finished directory ``tmp`` to ``path``, replacing any directory there (renames only)."""
     if path.exists():
         old = path.with_name(f".{path.name}.old-{os.getpid()}")
         path.rename(old)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from hybrid.data.dataset import replace_directory
 from hybrid.export.preprocess import feature_matrix, normalize_stamps
 
 FORMAT_VERSION = 1
@@ -268,13 +269,7 @@ def export_model(
         "sha256": {name: sha256(tmp / name) for name in files},
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(out)
+    replace_directory(tmp, out)
     load_bundle(out)  # refuse to leave a bundle behind that does not reproduce its golden pair
     return out
 
