@@ -43,21 +43,27 @@ def run_directory(cfg: DictConfig) -> Path:
     return Path("outputs") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
 
 
-def build_model(cfg: DictConfig, dm: CandidateDataModule) -> HybridModel:
-    """The HybridModel of the config, its feature statistics fitted on the training split."""
+def make_model(cfg: DictConfig, *, in_chans: int, feature_names: list[str]) -> HybridModel:
+    """The (untrained, unfitted) HybridModel of the config for the given stamp channels and features;
+    :func:`build_model` fits it, export rebuilds a trained one from its run directory."""
     image_encoder = instantiate(cfg.image_encoder) if cfg.get("image_encoder") else None
     tabular_encoder = instantiate(cfg.tabular_encoder) if cfg.get("tabular_encoder") else None
-    model = HybridModel(
-        in_chans=dm.in_chans,
-        n_features=len(dm.feature_names),
+    return HybridModel(
+        in_chans=in_chans,
+        n_features=len(feature_names),
         n_types=len(TRANSIENT_TYPES),
         image_encoder=image_encoder,
         tabular_encoder=tabular_encoder,
         fusion=instantiate(cfg.fusion),
         stamps=instantiate(cfg.preprocess.stamps),
-        feature_names=dm.feature_names,
+        feature_names=list(feature_names),
         head_dropout=cfg.train.head_dropout,
     )
+
+
+def build_model(cfg: DictConfig, dm: CandidateDataModule) -> HybridModel:
+    """The HybridModel of the config, its feature statistics fitted on the training split."""
+    model = make_model(cfg, in_chans=dm.in_chans, feature_names=dm.feature_names)
     if model.features is not None:
         model.features.fit(dm.splits["train"].features.numpy())
     return model
