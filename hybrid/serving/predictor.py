@@ -139,6 +139,11 @@ class Predictor:
 
     def score(self, batch: AlertBatch) -> pd.DataFrame:
         """Scores of an in-memory batch (split into chunks scored in parallel)."""
+        if self.channel_index and batch.stamps.shape[-1] != self.stamp_size:
+            raise ValueError(
+                f"stamps are {batch.stamps.shape[-1]} px, the bundle expects {self.stamp_size}: "
+                f"read the alerts with stamp_size=predictor.stamp_size"
+            )
         parts = [
             _Decoded(
                 AlertBatch(

@@ -26,7 +26,6 @@ and skip the alert.
 from __future__ import annotations
 
 import io
-import re
 import warnings
 import zlib
 
@@ -63,26 +62,25 @@ def gunzip(data: bytes) -> bytes:
         raise CutoutError(f"corrupt gzip stream ({err})") from None
 
 
-_END = re.compile(rb"END {77}")
-_KEY = re.compile(rb"(BITPIX|NAXIS[12]?|BSCALE|BZERO)\s*= *([^/ ]+)")
+_END = b"END" + b" " * 77
+_KEYS = frozenset((b"BITPIX", b"NAXIS", b"NAXIS1", b"NAXIS2", b"BSCALE", b"BZERO"))
 
 
-def _header(data: bytes) -> tuple[dict[bytes, bytes], int]:
+def _header(data: bytes | bytearray) -> tuple[dict[bytes, bytes], int]:
     """The primary header's structural keywords -> raw value, and the offset of the data (bytes)."""
     if not data.startswith(b"SIMPLE  ="):
         raise CutoutError("not a FITS file (no SIMPLE card)")
-    for match in _END.finditer(data):
-        if match.start() % _CARD == 0:
-            end = match.start() + _CARD
-            break
-    else:
+    end = data.find(_END)
+    while end > 0 and end % _CARD:  # the END card starts at a card boundary
+        end = data.find(_END, end + 1)
+    if end < 0:
         raise CutoutError("FITS header has no END card (truncated file)")
     cards = {}
-    for pos in range(0, end - _CARD, _CARD):  # keywords start a card: match at card boundaries only
-        m = _KEY.match(data, pos, pos + _CARD)
-        if m:
-            cards[m.group(1)] = m.group(2)
-    return cards, -(-end // _BLOCK) * _BLOCK
+    for pos in range(0, end, _CARD):
+        key = bytes(data[pos : pos + 8]).rstrip()  # libdeflate returns a bytearray
+        if key in _KEYS:
+            cards[key] = bytes(data[pos + 10 : pos + _CARD]).split(b"/", 1)[0].strip()
+    return cards, -(-(end + _CARD) // _BLOCK) * _BLOCK
 
 
 def _fast_image(data: bytes) -> np.ndarray | None:
