@@ -16,6 +16,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from hybrid.cli import load_config
 from hybrid.data.build import BuildPlan, build_dataset, process_field
 from hybrid.data.dataset import DatasetError, read_dataset, write_dataset
 from hybrid.data.splits import assign_splits
@@ -154,3 +155,17 @@ def test_missing_shard_is_reported(small_cfg) -> None:
     plan = BuildPlan.from_config(small_cfg)
     with pytest.raises(DatasetError, match="shard not built"):
         plan.merge()
+
+
+def _build_in_subprocess(overrides: list[str]) -> str:
+    return str(build_dataset(load_config(overrides)))
+
+
+def test_concurrent_builds_of_one_dataset_build_it_once(tmp_path: Path) -> None:
+    """Parallel sweep jobs that need the same dataset: one builds it, the others wait and reuse it."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    overrides = [*SMALL, "data.n_fields=1", "sim.epochs_per_field=1", f"paths.cache_dir={tmp_path}"]
+    with ProcessPoolExecutor(2) as pool:
+        paths = list(pool.map(_build_in_subprocess, [overrides, overrides]))
+    assert paths[0] == paths[1] and (Path(paths[0]) / "meta.json").exists()

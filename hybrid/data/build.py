@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from filelock import FileLock
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from scipy.sparse import coo_matrix
@@ -311,6 +312,18 @@ def build_dataset(cfg: DictConfig | dict) -> Path:
     if is_complete(plan.path):
         log.info("dataset %s exists; reusing it", plan.path)
         return plan.path
+    plan.path.parent.mkdir(parents=True, exist_ok=True)
+    # the jobs of a parallel sweep that need the same dataset build it once; the others wait for it
+    with FileLock(f"{plan.path}.lock"):
+        if is_complete(plan.path):
+            log.info("dataset %s was built by another process; reusing it", plan.path)
+            return plan.path
+        _build(plan)
+    return plan.path
+
+
+def _build(plan: BuildPlan) -> None:
+    """Process the pending shards of ``plan`` (in ``data.workers`` processes) and merge them."""
     pending = plan.pending_shards()
     n_shards = len(plan.shards())
     log.info("building %s: %d of %d shards to do", plan.path, len(pending), n_shards)
@@ -337,4 +350,3 @@ def build_dataset(cfg: DictConfig | dict) -> Path:
     if not plan.cfg["data"].get("keep_shards", False):
         shutil.rmtree(plan.shard_dir, ignore_errors=True)
     log.info("dataset written to %s", path)
-    return path
