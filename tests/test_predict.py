@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +87,20 @@ def test_missing_inputs_fail_with_the_file_named(tiny_bundle: Path, tmp_path: Pa
 
     with pytest.raises(ReaderError, match=r"nothing\.avro: no such file"):
         Predictor(tiny_bundle).predict_to_parquet([tmp_path / "nothing.avro"], tmp_path / "s.parquet")
+
+
+@pytest.mark.slow
+def test_bench_predict_writes_its_report(tmp_path: Path) -> None:
+    from hybrid.bench import run_benchmark
+    from hybrid.cli import load_config
+
+    md = run_benchmark("predict", load_config([]), out_dir=tmp_path, fields=1)
+    result = json.loads((tmp_path / "bench_predict.json").read_text())
+    assert md.read_text().startswith("# Prediction benchmark")
+    assert result["end_to_end_alerts_per_s"]["default"]["alerts_per_s"] > 0
+    assert set(result["model_step_alerts_per_s_batch_256"]) == {
+        "default_onnxruntime",
+        "braai_onnxruntime",
+        "default_rotation_average_onnxruntime",
+        "braai_eager_pytorch",
+    }
