@@ -32,9 +32,10 @@ import pandas as pd
 from hybrid.data.dataset import DatasetError, write_dataset_streaming
 from hybrid.data.readers.cutouts import (
     CutoutError,
-    decode_cutout,
     fit_stamp,
     implausible_fraction,
+    nan_problem,
+    read_cutout,
     value_problem,
 )
 from hybrid.detection.candidates import CHANNELS
@@ -263,26 +264,30 @@ def stamps_from_cutouts(
             continue
         for c, channel in enumerate(CHANNELS):
             try:
-                image = decode_cutout(cutouts[channel][i], check_values=False)
+                image = read_cutout(cutouts[channel][i])
             except CutoutError as err:
                 failed[i] = f"{channel} cutout: {err}"
                 break
             if image.shape == (size, size):
-                stamps[i, c] = image
+                stamps[i, c] = image  # converted to native float32 by the assignment
                 continue
             stamps[i, c], frac = fit_stamp(
-                image,
+                image.astype(np.float32),
                 size,
                 x=None if x is None or not np.isfinite(x[i]) else float(x[i]),
                 y=None if y is None or not np.isfinite(y[i]) else float(y[i]),
                 frame=frame,
             )
             edge[i] = max(edge[i], frac)
-    # pixel values checked for the whole batch at once; the few suspects get a precise reason
+    # pixel values are checked for the whole batch at once; the few suspects get a precise reason
     # (every third row and column: byte-swapped data make about 40% of pixels implausible)
-    for i, c in zip(*np.nonzero(implausible_fraction(stamps[..., ::3, ::3]) >= 0.05), strict=True):
-        if i not in failed:
-            failed[int(i)] = f"{CHANNELS[c]} cutout: {value_problem(stamps[i, c])}"
+    empty = ~np.isfinite(stamps).any(axis=(-2, -1))
+    suspect = implausible_fraction(stamps[..., ::3, ::3]) >= 0.05
+    for i, c in zip(*np.nonzero(empty | suspect), strict=True):
+        if i not in failed and not (skip is not None and skip[i]):
+            problem = nan_problem(stamps[i, c]) or value_problem(stamps[i, c])
+            if problem:
+                failed[int(i)] = f"{CHANNELS[c]} cutout: {problem}"
     return stamps, edge, failed
 
 

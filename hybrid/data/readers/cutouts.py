@@ -117,31 +117,36 @@ def _astropy_image(data: bytes) -> np.ndarray:
     raise CutoutError("FITS file holds no 2-d image")
 
 
-def decode_cutout(data: bytes | None, *, check_values: bool = True) -> np.ndarray:
-    """A cutout's image as native-endian float32 (rows = y), from (gzipped) FITS bytes.
-
-    With ``check_values`` the pixel values are checked as by :func:`value_problem` (batch readers
-    check whole batches at once instead, which is faster).
+def read_cutout(data: bytes | None) -> np.ndarray:
+    """A cutout's 2-d image as stored (a read-only view, big-endian for FITS), unchecked.
 
     Raises:
-        CutoutError: empty, corrupt, truncated or not an image, every pixel NaN, or (with
-            ``check_values``) implausible values, such as data written little-endian against the FITS
-            standard.
+        CutoutError: empty, corrupt, truncated, not FITS or not an image.
     """
     if not data:
         raise CutoutError("cutout missing (no bytes)")
     raw = gunzip(data)
     image = _fast_image(raw)
-    if image is None:
-        image = _astropy_image(raw)
-    image = image.astype(np.float32)  # native byte order, a copy (the bytes can be freed)
-    if not np.isfinite(image).any():
-        raise CutoutError(f"all {image.size} pixels are NaN")
-    if check_values:
-        reason = value_problem(image)
-        if reason:
-            raise CutoutError(reason)
+    return _astropy_image(raw) if image is None else image
+
+
+def decode_cutout(data: bytes | None) -> np.ndarray:
+    """A cutout's image as native-endian float32 (rows = y), from (gzipped) FITS bytes, checked.
+
+    Raises:
+        CutoutError: as :func:`read_cutout`, and for every pixel NaN or implausible values (see
+            :func:`value_problem`), such as data written little-endian against the FITS standard.
+    """
+    image = read_cutout(data).astype(np.float32)  # native byte order, a copy
+    reason = nan_problem(image) or value_problem(image)
+    if reason:
+        raise CutoutError(reason)
     return image
+
+
+def nan_problem(image: np.ndarray) -> str | None:
+    """ "all N pixels are NaN" for an image without a finite pixel, else None."""
+    return None if np.isfinite(image).any() else f"all {image.size} pixels are NaN"
 
 
 def implausible_fraction(stamps: np.ndarray) -> np.ndarray:
