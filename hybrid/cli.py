@@ -10,7 +10,8 @@ hybrid drift REFERENCE CURRENT [--model RUN_DIR] [--tests T...] [--out DIR]
 hybrid examples DATASET [--out PNG]    figure of example triplets per class and bogus kind
 hybrid list                            registered plug-ins (subtractors, label sources)
 hybrid ingest INPUTS... --out DATASET [--kind K]   real alerts (ZTF/Rubin avro, Parquet, FITS) -> dataset dir
-hybrid export RUN_DIR [--format onnx] [--out DIR]  a training run -> export bundle (ONNX + preprocessing)
+hybrid export RUN_DIR [--format onnx] [--out DIR] [--ensemble RUN_DIR... | --mc-dropout S]
+                                       a training run -> export bundle (ONNX + preprocessing)
 hybrid predict BUNDLE INPUTS... --out SCORES.parquet [--kind K] [--threads N] [--batch-size B]
 hybrid simulate --out DIR [--fields N] [OVERRIDES...]  simulated fields as FITS + truth, DIR/field-NNNN/
 """
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     p_exp.add_argument("--out", type=Path, default=None, help="bundle directory (default RUN_DIR/export)")
     p_exp.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p_exp.add_argument("--rotation-average", action="store_true", help="average 8 flips/rotations (8x work)")
+    p_exp.add_argument("--ensemble", nargs="+", type=Path, default=[], help="more run dirs: a deep ensemble")
+    p_exp.add_argument("--mc-dropout", type=int, default=0, metavar="S", help="MC dropout with S samples")
+    p_exp.add_argument("--temperature", type=float, default=1.0, help="temperature of the real-bogus logits")
     p_pred = sub.add_parser("predict", help="score alerts with an export bundle")
     p_pred.add_argument("bundle", type=Path)
     p_pred.add_argument("inputs", nargs="+", type=Path)
@@ -174,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                 format=args.format,
                 checkpoint=args.checkpoint,
                 rotation_average=args.rotation_average,
+                ensemble=args.ensemble,
+                mc_samples=args.mc_dropout,
+                temperature=args.temperature,
             )
         )
     elif args.verb == "predict":

@@ -23,11 +23,13 @@ from hybrid.monitoring import (
 )
 
 ALPHA = 0.05
+NAMES = ["snr_psf", "fwhm", "sharpness", "elongation", "n_neg", "ctx_offset_arcsec"]
 
 
 def draw(rng: np.random.Generator, n: int, shift: float = 0.0) -> MonitorSample:
     """Scores, 6 features (one discrete, one with gaps) and 8-d embeddings; ``shift`` moves one
-    feature, the scores and the embeddings by ``shift`` standard deviations."""
+    feature, the scores and the embeddings by ``shift`` standard deviations. The features carry
+    names of detection features, so that tables of them are read as features."""
     f = rng.standard_normal((n, 6))
     f[:, 0] += shift
     f[:, 4] = rng.poisson(3, n)
@@ -35,7 +37,7 @@ def draw(rng: np.random.Generator, n: int, shift: float = 0.0) -> MonitorSample:
     e = rng.standard_normal((n, 8))
     e[:, :2] += shift
     scores = 1 / (1 + np.exp(-(rng.standard_normal(n) * 2 - 1 + shift)))
-    return MonitorSample(scores, pd.DataFrame(f, columns=[f"f{i}" for i in range(6)]), e)
+    return MonitorSample(scores, pd.DataFrame(f, columns=NAMES), e)
 
 
 def false_alarm_rate(name: str, draws: int, n: int, **kwargs: object) -> float:
@@ -86,7 +88,7 @@ def test_psi_matches_the_textbook_formula() -> None:
 def test_ks_names_the_feature_that_moved() -> None:
     rng = np.random.default_rng(4)
     result = DRIFT_TESTS.get("ks")().fit(draw(rng, 500)).test(draw(rng, 500, shift=0.5))
-    assert next(iter(result.details["top_features"])) == "f0"
+    assert next(iter(result.details["top_features"])) == "snr_psf"
     assert result.details["n_drifted_features"] >= 1 and result.details["n_features"] == 6
 
 
@@ -104,11 +106,8 @@ def test_replay_reports_delay_and_false_alarms() -> None:
     rng = np.random.default_rng(5)
     reference = draw(rng, 600)
     before, after = draw(rng, 1000), draw(rng, 600, shift=0.8)
-    stream = MonitorSample(
-        np.r_[before.scores, after.scores],
-        pd.concat([before.features, after.features], ignore_index=True),
-        np.r_[before.embeddings, after.embeddings],
-    )
+    stream = MonitorSample.concat([before, after])
+    assert len(stream) == 1600 and stream.features.index[-1] == 1599
     tests = build_tests(["psi", "ks", "mmd"], alpha=0.01)
     windows = replay(tests, reference, stream, window=200, change_at=1000, progress=False)
     assert len(windows) == 3 * 8
@@ -130,7 +129,7 @@ def test_hybrid_drift_on_candidate_tables(tmp_path: Path, capsys: pytest.Capture
     rng = np.random.default_rng(7)
     for name, shift in (("ref", 0.0), ("cur", 1.0)):
         s = draw(rng, 400, shift)
-        s.features.assign(score=s.scores).to_parquet(tmp_path / f"{name}.parquet")
+        s.features.assign(score=s.scores, mjd=np.arange(400.0)).to_parquet(tmp_path / f"{name}.parquet")
     assert (
         main(
             [

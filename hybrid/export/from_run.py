@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,9 @@ def export_run(
     format: str = "onnx",
     checkpoint: str = "best",
     rotation_average: bool = False,
+    ensemble: Sequence[str | Path] = (),
+    mc_samples: int = 0,
+    temperature: float = 1.0,
 ) -> Path:
     """Write the bundle of a training run (default ``<run_dir>/export/``); returns its directory.
 
@@ -129,6 +133,13 @@ def export_run(
         format: only ``onnx``.
         checkpoint: ``best`` or ``last``.
         rotation_average: average over the 8 flips and rotations inside the graph (8x slower).
+        ensemble: further run directories: export the deep ensemble of ``run_dir`` and these.
+        mc_samples: export MC dropout of the run's model with this many (frozen) samples.
+        temperature: divides the real-bogus logits (temperature scaling) of ``ensemble`` or
+            ``mc_samples`` bundles.
+
+    With ``ensemble`` or ``mc_samples`` the bundle also outputs ``score_std``, ``entropy`` and
+    ``mutual_info`` (:func:`hybrid.uncertainty.wrappers.uncertainty_model`).
     """
     if format not in FORMATS:
         raise ValueError(f"export format must be one of {FORMATS}, got {format!r}")
@@ -145,8 +156,20 @@ def export_run(
     stamps, feats = golden_inputs(dataset, model, channels or list(meta["channels"]))
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    module: nn.Module = ServingModel(model, rotation_average=rotation_average)
+    if ensemble or mc_samples:
+        from hybrid.uncertainty.wrappers import uncertainty_model
+
+        members = [load_run_model(r, checkpoint=checkpoint)[0] for r in ensemble]
+        module = uncertainty_model(
+            model,
+            members=members,
+            mc_samples=mc_samples,
+            temperature=temperature,
+            rotation_average=rotation_average,
+        )
     return export_model(
-        ServingModel(model, rotation_average=rotation_average),
+        module,
         Path(out) if out is not None else run_dir / "export",
         channels=channels,
         stamp_size=int(meta["stamp_size"]),
@@ -158,6 +181,9 @@ def export_run(
         source={
             "run_dir": str(run_dir.resolve()),
             "checkpoint": checkpoint,
+            "ensemble": [str(Path(r).resolve()) for r in ensemble],
+            "mc_samples": mc_samples,
+            "temperature": temperature,
             "dataset": str(dataset),
             "survey": meta.get("survey"),
             "pixel_scale": meta.get("pixel_scale"),

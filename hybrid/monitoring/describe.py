@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
 
 from hybrid.data.dataset import DatasetError, read_dataset
+from hybrid.detection import FEATURE_UNITS
+from hybrid.export import load_run_model
 from hybrid.models import HybridModel
 from hybrid.monitoring.detectors import MonitorSample
 from hybrid.training.data import SplitTensors
-from hybrid.training.train import build_model, make_datamodule, score_split, split_inputs
+from hybrid.training.train import score_split, split_inputs
 
 
 @torch.no_grad()
@@ -36,29 +37,16 @@ def describe_split(model: HybridModel, split: SplitTensors, feature_names: list[
     )
 
 
-def load_run_model(run_dir: str | Path, dataset: str | Path) -> tuple[HybridModel, list[str], list[str]]:
-    """The trained model of a run directory (``config.yaml`` + ``checkpoints/best.ckpt``), built for
-    ``dataset``'s features and channels; returns (model, feature names, channel names)."""
-    run_dir = Path(run_dir)
-    ckpt = run_dir / "checkpoints" / "best.ckpt"
-    if not ckpt.is_file():
-        ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if not (run_dir / "config.yaml").is_file() or not ckpt.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (needs config.yaml and checkpoints/)")
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    dm = make_datamodule(cfg, Path(dataset))
-    model = build_model(cfg, dm)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
-    return model.eval(), dm.feature_names, dm.channel_names
-
-
 def load_sample(
     path: str | Path, *, run_dir: str | Path | None = None, split: str | None = None
 ) -> MonitorSample:
     """A :class:`MonitorSample` of a dataset directory (features; with ``run_dir``, also the model's
     scores and embeddings) or of a candidate table in Parquet (its feature columns and, when present,
-    its ``score`` column, e.g. a run's ``predictions.parquet``). ``split`` keeps one split only."""
+    its ``score`` column, e.g. a run's ``predictions.parquet``). ``split`` keeps one split only.
+
+    The features of a table are its numeric detection features
+    (:data:`hybrid.detection.FEATURE_UNITS`) and context features (``ctx_*``); ids, positions,
+    times, labels and truth are left out, since they differ between any two samples."""
     path = Path(path)
     if path.is_file():
         if path.suffix != ".parquet":
@@ -67,19 +55,40 @@ def load_sample(
         if split is not None:
             table = table[table["split"] == split]
         scores = table["score"].to_numpy(float) if "score" in table else None
-        features = table.select_dtypes("number").drop(columns=["score"], errors="ignore")
-        return MonitorSample(scores=scores, features=features.reset_index(drop=True))
+        numeric = table.select_dtypes("number").columns
+        names = [c for c in numeric if c in FEATURE_UNITS or c.startswith("ctx_")]
+        return MonitorSample(scores=scores, features=table[names].reset_index(drop=True))
+    if run_dir is None:
+        ds = read_dataset(path)
+        table = ds.candidates if split is None else ds.candidates[ds.candidates["split"] == split]
+        return MonitorSample(features=table[list(ds.meta["features"])].reset_index(drop=True))
+    model, cfg, trained_on = load_run_model(run_dir)
+    names = model.features.names if model.features is not None else []
+    channels = cfg.train.channels or read_dataset(trained_on).meta["channels"]
+    return describe_split(model, load_split(path, names, list(channels), split=split, model=model), names)
+
+
+def load_split(
+    path: str | Path,
+    feature_names: list[str],
+    channel_names: list[str],
+    *,
+    split: str | None = None,
+    model: HybridModel | None = None,
+) -> SplitTensors:
+    """The rows of a dataset directory (one split, or all) as tensors for a model trained on
+    ``feature_names`` and ``channel_names``; with ``model``, its stamps normalised by the model's
+    normaliser (as :func:`hybrid.training.train.normalize_splits` does for training data)."""
     ds = read_dataset(path)
     table = ds.candidates if split is None else ds.candidates[ds.candidates["split"] == split]
-    if run_dir is None:
-        names = list(ds.meta["features"])
-        return MonitorSample(features=table[names].reset_index(drop=True))
-    model, names, channels = load_run_model(run_dir, path)
-    missing = [f for f in names if f not in table.columns]
+    missing = [f for f in feature_names if f not in table.columns]
     if missing:
-        raise DatasetError(f"{path / 'candidates.parquet'}: the model needs features {missing}")
-    index = [list(ds.meta["channels"]).index(c) for c in channels]
-    tensors = SplitTensors(ds.stamps, table, names, index)
-    if model.image_encoder is not None:
+        raise DatasetError(f"{Path(path) / 'candidates.parquet'}: the model needs features {missing}")
+    unknown = [c for c in channel_names if c not in ds.meta["channels"]]
+    if unknown:
+        raise DatasetError(f"{Path(path) / 'meta.json'}: the model needs channels {unknown}")
+    index = [list(ds.meta["channels"]).index(c) for c in channel_names]
+    tensors = SplitTensors(ds.stamps, table, feature_names, index)
+    if model is not None and model.image_encoder is not None:
         tensors.normalize_stamps(model.stamps)
-    return describe_split(model, tensors, names)
+    return tensors

@@ -56,6 +56,23 @@ class MonitorSample:
                 return len(part)
         return 0
 
+    @classmethod
+    def concat(cls, samples: list[MonitorSample]) -> MonitorSample:
+        """The rows of ``samples`` one after the other (a part is kept when every sample has it)."""
+
+        def join(parts: list) -> np.ndarray | pd.DataFrame | None:
+            if any(p is None for p in parts):
+                return None
+            if isinstance(parts[0], pd.DataFrame):
+                return pd.concat(parts, ignore_index=True)
+            return np.concatenate(parts)
+
+        return cls(
+            join([s.scores for s in samples]),
+            join([s.features for s in samples]),
+            join([s.embeddings for s in samples]),
+        )
+
     def take(self, index: np.ndarray) -> MonitorSample:
         """The rows ``index``."""
         return MonitorSample(

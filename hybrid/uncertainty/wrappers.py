@@ -9,15 +9,22 @@ The outputs, in order (:data:`OUTPUTS`), per candidate:
 ``entropy``      entropy of the real-bogus predictive (nats; total uncertainty);
 ``mutual_info``  mutual information between the real-bogus prediction and the model (nats; BALD,
                  the epistemic part).
+
+``hybrid export RUN_DIR --mc-dropout S`` or ``--ensemble RUN_DIR...`` writes a bundle of
+:func:`uncertainty_model`; ``hybrid predict`` then reports these outputs as columns. The MC-dropout
+masks are frozen, so the exported graph is deterministic and passes the bundle's golden check.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
+from hybrid.models import HybridModel
 from hybrid.uncertainty.predictive import decompose
-from hybrid.uncertainty.sampling import Sampler, sample_logits
+from hybrid.uncertainty.sampling import Ensemble, MCDropout, Sampler, sample_logits
 
 OUTPUTS = ("score", "p_types", "score_std", "entropy", "mutual_info")
 
@@ -60,3 +67,31 @@ class UncertaintyModel(nn.Module):
         d = decompose(torch.stack([1.0 - p_real, p_real], dim=-1))
         p_types = torch.softmax(ty / self.type_temperature, dim=-1).mean(dim=1).mean(dim=0)
         return d["mean"][:, 1], p_types, d["std"][:, 1], d["entropy"], d["mutual_info"]
+
+
+def uncertainty_model(
+    model: HybridModel,
+    *,
+    members: Sequence[HybridModel] = (),
+    mc_samples: int = 0,
+    seed: int = 0,
+    temperature: float = 1.0,
+    rotation_average: bool = False,
+) -> UncertaintyModel:
+    """The serving module of a deep ensemble (``model`` and ``members``) or of MC dropout of ``model``
+    (``mc_samples`` frozen masks, seeded by ``seed``).
+
+    Raises:
+        ValueError: for both or neither, or for members whose inputs differ from ``model``'s.
+    """
+    if bool(members) == bool(mc_samples):
+        raise ValueError("give either ensemble members or a number of MC-dropout samples (not both)")
+    for m in members:
+        own = model.features.names if model.features is not None else []
+        theirs = m.features.names if m.features is not None else []
+        if own != theirs or m.modalities != model.modalities:
+            raise ValueError(
+                f"ensemble members must share inputs: {model.modalities} {own} vs {m.modalities} {theirs}"
+            )
+    sampler = Ensemble([model, *members]) if members else MCDropout(model, mc_samples, seed=seed)
+    return UncertaintyModel(sampler, temperature=temperature, rotation_average=rotation_average)
