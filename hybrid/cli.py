@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_report(report))
         print(write_report(report, args.out))
     elif args.verb == "list":
+        from hybrid.adapters import TEST_TIME_ADAPTERS
         from hybrid.context import ASSOCIATORS
         from hybrid.curation import LABEL_SOURCES
         from hybrid.data.readers import READERS
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         from hybrid.subtraction import SUBTRACTORS
 
         registries = (SUBTRACTORS, LABEL_SOURCES, ASSOCIATORS, IMAGE_ENCODERS, TABULAR_ENCODERS, FUSIONS)
-        for reg in (*registries, READERS):
+        for reg in (*registries, READERS, TEST_TIME_ADAPTERS):
             print(f"{reg.kind}s: {', '.join(reg.names())}")
     elif args.verb == "ingest":
         from hybrid.data.readers import alerts_to_dataset
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.overrides)
         survey, sim = instantiate(cfg.survey), instantiate(cfg.sim)
         for field_id in range(args.fields):
-            fld = simulate_field(survey, sim, int(cfg.seed), field_id)
+            fld = simulate_field(survey, sim, int(cfg.data.seed), field_id)
             for path in write_field(fld, args.out / f"field-{field_id:04d}"):
                 print(path)
     return 0

@@ -64,7 +64,7 @@ from hybrid.taxonomy import BOGUS_KINDS, LABEL_SOURCES, TRANSIENT_TYPES
 log = logging.getLogger(__name__)
 
 #: Config groups that determine the dataset's content (and so its cache key).
-CONTENT_KEYS = ("seed", "survey", "sim", "subtraction", "detection", "curation", "context")
+CONTENT_KEYS = ("survey", "sim", "subtraction", "detection", "curation", "context")
 #: data.* keys that do not change the content.
 NON_CONTENT_DATA_KEYS = ("workers", "fields_per_shard", "keep_shards", "progress")
 STAGES = ("simulate", "subtract", "detect", "cut", "label", "context")
@@ -99,6 +99,7 @@ def as_container(cfg: DictConfig | dict) -> dict:
 def process_field(cfg: DictConfig | dict, field_id: int) -> FieldProducts:
     """Simulate, subtract, detect, cut, measure and label every epoch of one field."""
     cfg = OmegaConf.create(as_container(cfg))
+    seed = data_seed(cfg)
     timer = StageTimer()
     survey = instantiate(cfg.survey)
     sim = instantiate(cfg.sim)
@@ -109,7 +110,7 @@ def process_field(cfg: DictConfig | dict, field_id: int) -> FieldProducts:
     size = int(cfg.data.stamp_size)
     fill = float(cfg.data.fill_value)
     with timer("simulate"):
-        fld = simulate_field(survey, sim, int(cfg.seed), field_id)
+        fld = simulate_field(survey, sim, seed, field_id)
     with timer("context"):
         kb = context.knowledge_base(fld.catalog) if context is not None else None
     tables, stamps = [], []
@@ -135,7 +136,7 @@ def process_field(cfg: DictConfig | dict, field_id: int) -> FieldProducts:
                 frame=frame,
                 candidates=table,
                 stamps=cut,
-                rng=np.random.default_rng([int(cfg.seed), field_id, e, 1]),
+                rng=np.random.default_rng([seed, field_id, e, 1]),
                 stamp_size=size,
             )
             rows, kept = curation(ctx)
@@ -185,11 +186,21 @@ def object_ids(table: pd.DataFrame, field_id: int, radius_px: float = 2.0) -> np
 PIPELINE_VERSION = 2
 
 
+def data_seed(cfg: DictConfig | dict) -> int:
+    """The seed of the survey's realisation: ``data.seed`` (configs written before it existed used the
+    top-level ``seed``, which is the training's seed now)."""
+    c = as_container(cfg)
+    return int(c.get("data", {}).get("seed", c.get("seed", 0)))
+
+
 def config_hash(cfg: DictConfig | dict) -> str:
     c = as_container(cfg)
     content = {k: c.get(k) for k in CONTENT_KEYS}
+    content["seed"] = data_seed(c)  # the survey's realisation (hashed under its old name)
     content["pipeline_version"] = PIPELINE_VERSION
-    content["data"] = {k: v for k, v in c.get("data", {}).items() if k not in NON_CONTENT_DATA_KEYS}
+    content["data"] = {
+        k: v for k, v in c.get("data", {}).items() if k not in (*NON_CONTENT_DATA_KEYS, "seed")
+    }
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
@@ -290,7 +301,7 @@ class BuildPlan:
     def _finish(self, table: pd.DataFrame) -> pd.DataFrame:
         fractions = tuple(self.cfg["data"]["split_fractions"])
         return table.assign(
-            split=assign_splits(table["object_id"].to_numpy(), fractions, int(self.cfg["seed"]))
+            split=assign_splits(table["object_id"].to_numpy(), fractions, data_seed(self.cfg))
         )
 
 

@@ -233,7 +233,7 @@ def write_report(
         lines += [description.strip(), ""]
     lines += [
         f"{n_runs} runs in {len(comparison.table)} groups; each cell is the mean ± standard deviation "
-        f"over the seeds of its group (`seeds` = runs). Sorted by `{comparison.sort}`; best values in "
+        f"over the training seeds of its group (`seeds` = runs; the seeds vary initialisation, batches and augmentation, while the dataset stays the same unless `data.seed` is swept). Sorted by `{comparison.sort}`; best values in "
         "bold. Metrics on each run's test split (split by object); lower is better for FNR, FPR and ECE.",
         "",
         comparison.markdown(),
