@@ -147,7 +147,10 @@ def _loggers(cfg: DictConfig, run_dir: Path) -> list:
 def make_module(cfg: DictConfig, dm: CandidateDataModule, model: HybridModel) -> HybridModule:
     """The LightningModule of the config for ``model``, class weights from ``dm``'s training split."""
     pos_weight, type_weights = dm.class_weights() if cfg.train.class_weighting == "balanced" else (1.0, None)
-    return HybridModule(
+    from hybrid.adapters.stage import adapter_module  # imports hybrid.training itself
+
+    module_class, extra = adapter_module(cfg, dm, model, HybridModule)  # DANN, when adapter.dann
+    return module_class(
         model,
         pos_weight=pos_weight,
         type_weights=type_weights,
@@ -158,6 +161,7 @@ def make_module(cfg: DictConfig, dm: CandidateDataModule, model: HybridModel) ->
         augment=cfg.preprocess.augment,
         channels_last=cfg.train.channels_last,
         seed=int(cfg.seed),
+        **extra,
     )
 
 
@@ -217,13 +221,15 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     torch.set_num_threads(int(cfg.train.threads) if cfg.train.threads else torch.get_num_threads())
 
-    dataset = build_dataset(cfg)
+    from hybrid.adapters.stage import adapt_dataset, cross_survey_metrics  # imports hybrid.training
+
+    dataset = adapt_dataset(cfg, build_dataset(cfg))  # other surveys, harmonisation: adapter config
     dm = make_datamodule(cfg, dataset)
     model = build_model(cfg, dm)
     normalize_splits(dm, model)
     loggers = _loggers(cfg, run_dir)
     try:
-        _, epochs = fit(cfg, dm, model, run_dir, loggers=loggers)
+        module, epochs = fit(cfg, dm, model, run_dir, loggers=loggers)
         scored = score_split(model, dm.splits["test"], rotation_average=cfg.preprocess.rotation_average)
         scored.to_parquet(run_dir / "predictions.parquet", index=False)
         metrics = evaluate(scored, run_dir, threshold=cfg.train.threshold)
@@ -235,6 +241,7 @@ def train(cfg: DictConfig) -> dict:
                 "dataset": str(dataset),
             }
         )
+        metrics.update(cross_survey_metrics(cfg, dm, module))  # other surveys, when adapter.targets
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         for lg in loggers:
             lg.log_metrics({f"test/{k}": v for k, v in metrics.items() if isinstance(v, int | float)})
