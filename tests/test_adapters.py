@@ -210,6 +210,24 @@ def test_adabn_reestimates_normalisation_statistics_on_the_target_only() -> None
     assert set(TEST_TIME_ADAPTERS.names()) >= {"none", "adabn"}
 
 
+@pytest.mark.parametrize("name", TEST_TIME_ADAPTERS.names())
+def test_every_test_time_adapter_honours_the_contract(name: str) -> None:
+    """``adapter(model, target) -> model``: same architecture and weights, the input model unchanged."""
+    torch.manual_seed(0)
+    model = _tiny_model().eval()
+    model.features.fit(_split(32, 0.0, 0).features.numpy())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    adapted = TEST_TIME_ADAPTERS.get(name)()(model, _split(50, 1.0, 1))
+    assert isinstance(adapted, HybridModel) and not adapted.training
+    assert adapted.state_dict().keys() == before.keys()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    for k, p in model.named_parameters():
+        assert torch.equal(p, dict(adapted.named_parameters())[k])
+    rb, ty = adapted.predict(_split(4, 1.0, 2).image, _split(4, 1.0, 2).features, stamps_normalized=True)
+    assert rb.shape == (4,) and ty.shape == (4, 6) and torch.isfinite(rb).all()
+
+
 def test_stratified_sample_keeps_each_class() -> None:
     labels = np.array([1] * 5 + [0] * 95)
     for n in (2, 10, 50):
