@@ -12,6 +12,8 @@ of every number and the plots under reports/cross_survey/:
   and after AdaBN, and after fine-tuning on N labelled target candidates;
 * dann -- for every source survey, domain-adversarial training on harmonised data against all other
   surveys' unlabelled candidates (``adapter=harmonize_dann``), scored the same way;
+* resample -- (not in the default ``--parts``) harmonisation without PSF homogenisation
+  (``adapter.harmonize.fwhm=null``), which separates the cost of resampling from that of blurring;
 * loso -- leave one survey out: trained on the other three surveys together (``extra_sources``) with
   ``none``, ``harmonize`` and ``harmonize_dann``, scored on the held-out survey.
 
@@ -58,6 +60,8 @@ LABELS = {  # (training-time adapter, test-time adapter) -> label in tables and 
     ("harmonize", "adabn"): "harmonise + AdaBN",
     ("harmonize_dann", "none"): "harmonise + DANN",
     ("harmonize_dann", "adabn"): "harmonise + DANN + AdaBN",
+    ("resample", "none"): "resample only",
+    ("resample", "adabn"): "resample only + AdaBN",
 }
 
 
@@ -82,6 +86,9 @@ def jobs(surveys: list[str], ns: list[int], parts: list[str]) -> list[tuple[str,
             out.append(
                 (f"dann/{src}", [f"survey={src}", "adapter=harmonize_dann", f"adapter.targets={targets}"])
             )
+        if "resample" in parts:  # harmonisation without the PSF step: which of the two costs transfer
+            overrides = ["adapter=harmonize", "adapter.harmonize.fwhm=null", f"adapter.targets={targets}"]
+            out.append((f"resample/{src}", [f"survey={src}", *overrides]))
     if "loso" in parts and len(surveys) > 2:
         for held in surveys:
             rest = [s for s in surveys if s != held]
@@ -106,22 +113,30 @@ def _train(overrides: list[str]) -> dict:
     return train(load_config(overrides))
 
 
-def _prepare_one(base: list[str], survey: str) -> dict[str, str]:
+def _prepare_one(base: list[str], survey: str, variants: list[list[str]]) -> dict[str, str]:
     from hydra.utils import instantiate
 
     from hybrid.adapters import harmonize_dataset, survey_dataset
 
-    cfg = load_config([*base, "adapter=harmonize"])
-    raw = survey_dataset(cfg, survey)
-    return {"raw": str(raw), "harmonized": str(harmonize_dataset(raw, instantiate(cfg.adapter.harmonize)))}
+    raw = survey_dataset(load_config(base), survey)
+    out = {"raw": str(raw)}
+    for i, extra in enumerate(variants):
+        cfg = load_config([*base, "adapter=harmonize", *extra])
+        out["harmonized" if i == 0 else f"harmonized_{i}"] = str(
+            harmonize_dataset(raw, instantiate(cfg.adapter.harmonize))
+        )
+    return out
 
 
-def prepare_data(base: list[str], surveys: list[str], workers: int) -> dict[str, dict[str, str]]:
-    """Build every survey's dataset and its harmonised version once, before the runs share them."""
+def prepare_data(
+    base: list[str], surveys: list[str], variants: list[list[str]], workers: int
+) -> dict[str, dict[str, str]]:
+    """Build every survey's dataset and its harmonised versions (``variants``: overrides of
+    ``adapter=harmonize``) once, before the runs share them."""
     if workers <= 1:
-        return {s: _prepare_one(base, s) for s in surveys}
+        return {s: _prepare_one(base, s, variants) for s in surveys}
     with ProcessPoolExecutor(min(workers, len(surveys)), mp_context=get_context("spawn")) as pool:
-        futures = {s: pool.submit(_prepare_one, base, s) for s in surveys}
+        futures = {s: pool.submit(_prepare_one, base, s, variants) for s in surveys}
         return {s: f.result() for s, f in futures.items()}
 
 
@@ -164,7 +179,7 @@ def collect(out_dir: Path, grid: list[tuple[str, list[str]]], surveys: list[str]
             continue
         m = json.loads(path.read_text())
         part = name.split("/")[0]
-        adapter = "harmonize_dann" if part == "dann" else name.split("/")[-1]
+        adapter = {"dann": "harmonize_dann", "resample": "resample"}.get(part, name.split("/")[-1])
         held = name.split("/")[1]
         source = held if part != "loso" else "+".join(s for s in surveys if s != held)
         found: dict[tuple, dict] = {}
@@ -226,7 +241,7 @@ def _table(df: pd.DataFrame, index: list[str], columns: str, value: str, fmt: st
 def plots(df: pd.DataFrame, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    cross = df[df["study"].isin(["pairs", "dann"])]
+    cross = df[df["study"].isin(["pairs", "dann", "resample"])]
     targets = sorted(cross["target"].unique())
     ns = sorted(cross["n"].unique())
     xs = {n: i for i, n in enumerate(ns)}
@@ -358,12 +373,12 @@ def _command(argv: list[str]) -> str:
 
 
 def report(df: pd.DataFrame, args: argparse.Namespace, base: list[str], seconds: dict, out: Path) -> Path:
-    figs = out / "cross_survey"
+    figs = out / args.name
     paths = plots(df, figs) if len(df) else []
     if df.empty:
-        return out / "cross_survey.md"
-    df.to_csv(out / "cross_survey.csv", index=False)
-    cross = df[df["study"].isin(["pairs", "dann"])]
+        return out / f"{args.name}.md"
+    df.to_csv(out / f"{args.name}.csv", index=False)
+    cross = df[df["study"].isin(["pairs", "dann", "resample"])]
     zero = cross[cross["n"] == 0]
     lines = [
         "# Cross-survey adaptation",
@@ -436,12 +451,10 @@ def report(df: pd.DataFrame, args: argparse.Namespace, base: list[str], seconds:
         ]
     lines += ["## Plots", ""]
     lines += [
-        f"![{p.stem}](cross_survey/{p.name})"
-        for p in [*paths, figs / "harmonised_examples.png"]
-        if p.exists()
+        f"![{p.stem}]({args.name}/{p.name})" for p in [*paths, figs / "harmonised_examples.png"] if p.exists()
     ]
-    lines += ["", "Every number is in [cross_survey.csv](cross_survey.csv).", ""]
-    path = out / "cross_survey.md"
+    lines += ["", f"Every number is in [{args.name}.csv]({args.name}.csv).", ""]
+    path = out / f"{args.name}.md"
     path.write_text("\n".join(lines))
     return path
 
@@ -455,7 +468,8 @@ def main(argv: list[str]) -> Path:
     parser.add_argument("--fields", type=int, default=None, help="fields per survey (default: the preset's)")
     parser.add_argument("--epochs", type=int, default=None, help="max epochs (default: the preset's)")
     parser.add_argument("--n", default="0,10,100,1000", help="labelled target examples for fine-tuning")
-    parser.add_argument("--parts", default="pairs,dann,loso")
+    parser.add_argument("--parts", default="pairs,dann,loso", help="pairs, dann, loso, resample")
+    parser.add_argument("--name", default="cross_survey", help="report name: reports/NAME.md, reports/NAME/")
     parser.add_argument("--jobs", type=int, default=1, help="trainings at a time (processes)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports")
     parser.add_argument("--machine", default=f"{os.cpu_count()} CPU cores")
@@ -489,12 +503,15 @@ def main(argv: list[str]) -> Path:
     run_root = ROOT / "outputs" / "cross_survey" / args.preset
     grid = jobs(args.surveys, args.n, args.parts.split(","))
     args.planned = len(grid)
-    figs = args.out / "cross_survey"
+    figs = args.out / args.name
     figs.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         cores = os.cpu_count() or 1
         workers = [f"data.workers={max(1, cores // len(args.surveys))}"]
-        plot_harmonised_examples(prepare_data([*base, *workers], args.surveys, args.jobs), figs)
+        parts = args.parts.split(",")
+        variants = [[]] if {"pairs", "dann", "loso"} & set(parts) else []
+        variants += [["adapter.harmonize.fwhm=null"]] if "resample" in parts else []
+        plot_harmonised_examples(prepare_data([*base, *workers], args.surveys, variants, args.jobs), figs)
     seconds: dict = {}
     start = time.perf_counter()
 
