@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from hybrid.adapters.harmonize import StampHarmonizer, harmonize_features
+from hybrid.cli import CONF_DIR
 from hybrid.data.build import build_dataset
 from hybrid.data.dataset import (
     CANDIDATES,
@@ -36,8 +37,6 @@ ADAPTER_VERSION = 1
 #: Per channel, the candidate-table columns whose PSF FWHM (arcsec) applies; the difference image
 #: carries the broader of the two PSFs (the one matched to in Alard-Lupton and naive subtraction).
 CHANNEL_FWHM = {"sci": ("fwhm_sci",), "ref": ("ref_fwhm_arcsec",), "diff": ("fwhm_sci", "ref_fwhm_arcsec")}
-
-CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
 
 
 def _digest(content: object) -> str:

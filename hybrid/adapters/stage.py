@@ -26,8 +26,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from hybrid.adapters.dataset import CONF_DIR, harmonize_dataset, merge_datasets, survey_dataset
+from hybrid.adapters.dataset import harmonize_dataset, merge_datasets, survey_dataset
 from hybrid.adapters.learned import TEST_TIME_ADAPTERS, DomainAdversarialModule, finetune
+from hybrid.cli import CONF_DIR
 from hybrid.evaluation.metrics import real_bogus_metrics
 from hybrid.models import HybridModel
 from hybrid.training.data import CandidateDataModule, SplitTensors
