@@ -12,7 +12,7 @@ hybrid list                            registered plug-ins (subtractors, label s
 hybrid ingest INPUTS... --out DATASET [--kind K]   real alerts (ZTF/Rubin avro, Parquet, FITS) -> dataset dir
 hybrid export RUN_DIR [--format onnx] [--out DIR] [--ensemble RUN_DIR... | --mc-dropout S]
                                        a training run -> export bundle (ONNX + preprocessing)
-hybrid predict BUNDLE INPUTS... --out SCORES.parquet [--kind K] [--threads N] [--batch-size B]
+hybrid predict BUNDLE INPUTS... --out SCORES.parquet [--kind K] [--workers N] [--batch-size B]
 hybrid simulate --out DIR [--fields N] [OVERRIDES...]  simulated fields as FITS + truth, DIR/field-NNNN/
 """
 
@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p_pred.add_argument("inputs", nargs="+", type=Path)
     p_pred.add_argument("--out", type=Path, required=True, help="scores (Parquet; appended to if it exists)")
     p_pred.add_argument("--kind", default=None, help="reader name (default: recognised from the input)")
-    p_pred.add_argument("--threads", type=int, default=2)
+    p_pred.add_argument("--workers", type=int, default=2, help="worker processes (or threads), one core each")
+    p_pred.add_argument("--backend", default="process", choices=["process", "thread"])
     p_pred.add_argument("--batch-size", type=int, default=256)
     p_sim = sub.add_parser("simulate", help="simulate fields and write them as FITS files and truth tables")
     p_sim.add_argument("--out", type=Path, required=True, help="output directory")
@@ -187,8 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.verb == "predict":
         from hybrid.serving import Predictor
 
-        predictor = Predictor(args.bundle, threads=args.threads, batch_size=args.batch_size)
-        summary = predictor.predict_to_parquet(args.inputs, args.out, kind=args.kind)
+        with Predictor(
+            args.bundle, workers=args.workers, batch_size=args.batch_size, backend=args.backend
+        ) as predictor:
+            summary = predictor.predict_to_parquet(args.inputs, args.out, kind=args.kind)
         for r in summary.rejected:
             print(f"rejected: {r}", file=sys.stderr)
         print(summary)

@@ -21,7 +21,7 @@ from tests.test_readers import AVRO, PARQUET, malformed_alerts, records
 
 
 def test_real_ztf_alerts_are_scored_as_pytorch_scores_them(tiny_bundle: Path, tiny_run: Path) -> None:
-    predictor = Predictor(tiny_bundle, threads=2, batch_size=4)
+    predictor = Predictor(tiny_bundle, workers=2, batch_size=4)
     batch = read_alerts(PARQUET, stamp_size=predictor.stamp_size)
     scores = predictor.score(batch)
     assert scores["alert_id"].tolist() == [str(r["candid"]) for r in records()]
@@ -36,14 +36,14 @@ def test_real_ztf_alerts_are_scored_as_pytorch_scores_them(tiny_bundle: Path, ti
     np.testing.assert_allclose(scores["score"], want.numpy(), rtol=RTOL, atol=ATOL)
 
 
-def test_threads_and_batch_sizes_do_not_change_the_scores(tiny_bundle: Path) -> None:
-    one = Predictor(tiny_bundle, threads=1, batch_size=256)
-    two = Predictor(one.bundle, threads=2, batch_size=2)
+def test_workers_and_batch_sizes_do_not_change_the_scores(tiny_bundle: Path) -> None:
+    one = Predictor(tiny_bundle, workers=1, batch_size=256)
     a = pd.concat([t for t, _ in one.iter_scores([PARQUET, AVRO])], ignore_index=True)
-    chunks = list(two.iter_scores([PARQUET, AVRO]))
-    assert [len(t) for t, _ in chunks] == [2, 2, 2, 2, 2, 2]  # memory bounded by the chunk size
-    b = pd.concat([t for t, _ in chunks], ignore_index=True)
-    pd.testing.assert_frame_equal(a, b)
+    for backend in ("thread", "process"):
+        with Predictor(one.bundle, workers=2, batch_size=2, backend=backend) as two:
+            chunks = list(two.iter_scores([PARQUET, AVRO]))
+        assert [len(t) for t, _ in chunks] == [2, 2, 2, 2, 2, 2]  # memory bounded by the chunk size
+        pd.testing.assert_frame_equal(a, pd.concat([t for t, _ in chunks], ignore_index=True))
 
 
 def test_predict_skips_bad_alerts_with_reasons_and_is_append_safe(tiny_bundle: Path, tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_predict_cli_writes_uncertainty_columns_when_the_bundle_has_them(
     ensemble_bundle: Path, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "scores.parquet"
-    assert main(["predict", str(ensemble_bundle), str(PARQUET), "--out", str(out), "--threads", "1"]) == 0
+    assert main(["predict", str(ensemble_bundle), str(PARQUET), "--out", str(out), "--workers", "1"]) == 0
     assert "6 alerts scored, 0 rejected" in capsys.readouterr().out
     scores = pd.read_parquet(out)
     assert {"alert_id", "object_id", "score", "p_sn", "score_std"} <= set(scores.columns)

@@ -8,7 +8,8 @@ Measured in one run, on the same machine load:
 
 * end to end: :meth:`hybrid.serving.Predictor.predict_to_parquet` from the Parquet file to a scores
   file (read, gunzip + FITS parse, field mapping, stamp normalisation, onnxruntime, write), 2 worker
-  threads, batches of 256; for the default bundle and for a braai bundle;
+  processes (and, for the default bundle, 2 worker threads), batches of 256, after a warm-up run;
+  for the default bundle and for a braai bundle;
 * the stages one by one, single-threaded, per alert: read, decode, preprocess, model;
 * the model step at batch 256 on normalised stamps: the default bundle's graph and the braai
   architecture (Duev et al. 2019; :func:`hybrid.bench.train.braai_baseline`) in onnxruntime (one
@@ -111,19 +112,22 @@ def _rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("nan")
 
 
-def end_to_end(bundle: Path, alerts: Path, n: int, work: Path, repeats: int = 3) -> dict:
-    """Median alerts/s of ``predict_to_parquet`` over ``repeats`` runs (2 threads, batches of 256), and
-    the process CPU time per alert (all threads), which other processes' load changes much less."""
-    predictor = Predictor(bundle, threads=2, batch_size=BATCH)
+def end_to_end(bundle: Path, alerts: Path, n: int, work: Path, backend: str, repeats: int = 3) -> dict:
+    """Median alerts/s of ``predict_to_parquet`` over ``repeats`` runs (2 workers, batches of 256)
+    after a warm-up run, and the CPU time per alert of all processes and threads, which other
+    processes' load changes much less than the wall-clock rate."""
     rates, cpu = [], []
-    for i in range(repeats):
-        out = work / f"scores-{bundle.name}-{i}.parquet"
-        c0, t0 = time.process_time(), time.perf_counter()
-        summary = predictor.predict_to_parquet([alerts], out)
-        rates.append(_rate(summary.scored, time.perf_counter() - t0))
-        cpu.append((time.process_time() - c0) * 1e6 / summary.scored)
-        if summary.scored != n:
-            raise RuntimeError(f"scored {summary.scored} of {n} alerts: {summary}")
+    with Predictor(bundle, workers=2, batch_size=BATCH, backend=backend) as predictor:
+        predictor.predict_to_parquet([alerts], work / f"warm-{bundle.name}-{backend}.parquet")
+        for i in range(repeats):
+            out = work / f"scores-{bundle.name}-{backend}-{i}.parquet"
+            w0, c0, t0 = predictor.worker_cpu_seconds, time.process_time(), time.perf_counter()
+            summary = predictor.predict_to_parquet([alerts], out)
+            rates.append(_rate(summary.scored, time.perf_counter() - t0))
+            seconds = time.process_time() - c0 + predictor.worker_cpu_seconds - w0
+            cpu.append(seconds * 1e6 / summary.scored)
+            if summary.scored != n:
+                raise RuntimeError(f"scored {summary.scored} of {n} alerts: {summary}")
     us = statistics.median(cpu)
     return {
         "alerts_per_s": statistics.median(rates),
@@ -263,14 +267,18 @@ def _markdown(r: dict) -> str:
         f"Input: {r['alerts']['n']:,} alerts cycling through {r['alerts']['source']}, in Fink's "
         f"Parquet layout (gzipped FITS cutouts). Default bundle: {r['default_bundle']}.",
         "",
-        "## End to end (Parquet alerts -> scores.parquet; 2 threads, batches of 256)",
+        "## End to end (Parquet alerts -> scores.parquet; 2 workers, batches of 256)",
         "",
         "| bundle | alerts/s (median of 3) | CPU us per alert (all threads) | 2 cores / CPU time |",
         "|---|---|---|---|",
         *(
             f"| {label} | {e[k]['alerts_per_s']:,.0f} | {e[k]['cpu_us_per_alert']:.0f} | "
             f"{e[k]['alerts_per_s_on_2_idle_cores_from_cpu_time']:,.0f} |"
-            for label, k in (("default (fused)", "default"), ("braai baseline", "braai"))
+            for label, k in (
+                ("default (fused), 2 worker processes", "default"),
+                ("default (fused), 2 worker threads", "default_threads"),
+                ("braai baseline, 2 worker processes", "braai"),
+            )
         ),
         "",
         "The last column is the rate two otherwise idle cores would sustain at the measured CPU time per "

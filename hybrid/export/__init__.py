@@ -36,8 +36,9 @@ an ensemble, or fix the masks).
 """
 
 from hybrid.export.bundle import ATOL, RTOL, Bundle, BundleError, export_model, load_bundle
-from hybrid.export.from_run import ServingModel, export_run, load_run_model
 from hybrid.export.preprocess import feature_matrix, normalize_stamps
+
+_FROM_RUN = ("ServingModel", "export_run", "load_run_model")
 
 __all__ = [
     "ATOL",
@@ -52,3 +53,12 @@ __all__ = [
     "load_run_model",
     "normalize_stamps",
 ]
+
+
+def __getattr__(name: str):
+    # export from a run needs torch and the model code; serving (load_bundle, Predictor) does not
+    if name in _FROM_RUN:
+        from hybrid.export import from_run
+
+        return getattr(from_run, name)
+    raise AttributeError(name)

@@ -2,9 +2,9 @@
 
 The Predictor needs nothing but the bundle (numpy, onnxruntime and the readers; no torch). Inputs are
 read in chunks of ``batch_size`` alerts; each chunk is decoded (cutouts gunzipped and parsed, fields
-mapped), preprocessed and scored in one of ``threads`` worker threads, each running onnxruntime on one
-core, with at most two chunks per thread in flight, so memory stays bounded whatever the input size
-and the cores stay busy (decompression, numpy and onnxruntime release the GIL).
+mapped), preprocessed and scored in one of ``workers`` worker processes (or threads), each running
+onnxruntime on one core, with at most two chunks per worker in flight, so memory stays bounded
+whatever the input size and every core stays busy.
 
 Scores files are append-safe: every scored chunk is first written as its own Parquet part (atomically)
 in ``<out>.parts/``; at the end the parts and any existing ``<out>`` are streamed into a new ``<out>``
@@ -16,11 +16,13 @@ alerts (with their reason) go to ``<out stem>.rejected.csv``.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import shutil
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,26 +60,71 @@ class Predictor:
 
     Args:
         bundle: a bundle directory or an opened :class:`~hybrid.export.Bundle`.
-        threads: worker threads (and cores); each runs onnxruntime single-threaded.
+        workers: worker threads or processes (one core each; onnxruntime runs single-threaded in each).
         batch_size: alerts per chunk.
         verify: check checksums and the golden pair when opening the bundle.
+        backend: ``thread`` (default: worker threads in this process, no start-up cost) or
+            ``process`` (a pool of worker processes, started on first use and kept until
+            :meth:`close`; decoding holds the GIL for part of its time, so processes use all cores
+            fully; the calling script needs the ``if __name__ == "__main__":`` guard, as for any
+            :mod:`multiprocessing` code, because workers are started by a fork server).
 
     Example::
 
-        predictor = Predictor("bundle/")
-        scores = predictor.score(read_alerts("alerts.parquet"))   # a DataFrame
-        predictor.predict_to_parquet(["night/*.avro"], "scores.parquet")
+        with Predictor("bundle/") as predictor:
+            scores = predictor.score(read_alerts("alerts.parquet"))   # a DataFrame
+            predictor.predict_to_parquet(["night/"], "scores.parquet")
     """
 
     def __init__(
-        self, bundle: str | Path | Bundle, *, threads: int = 2, batch_size: int = 256, verify: bool = True
+        self,
+        bundle: str | Path | Bundle,
+        *,
+        workers: int = 2,
+        batch_size: int = 256,
+        verify: bool = True,
+        backend: str = "thread",
     ) -> None:
-        self.threads = max(int(threads), 1)
+        if backend not in ("process", "thread"):
+            raise ValueError(f"backend must be 'process' or 'thread', got {backend!r}")
+        self.workers = max(int(workers), 1)
+        self.backend = backend
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, threads=1, verify=verify)
         self.batch_size = int(batch_size)
         image = self.bundle.preprocess.get("image")
         self.channel_index = [CHANNELS.index(c) for c in image["channels"]] if image else []
         self.types = list(self.bundle.labels["p_types"])
+        self._pool: Executor | None = None
+        #: CPU seconds spent in worker processes (process backend), for benchmarks
+        self.worker_cpu_seconds = 0.0
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the worker pool (a later call starts a new one)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _executor(self) -> Executor:
+        if self._pool is None:
+            if self.backend == "thread":
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="predict")
+            else:
+                self._pool = ProcessPoolExecutor(
+                    self.workers,
+                    mp_context=multiprocessing.get_context("forkserver"),
+                    initializer=_start_worker,
+                    initargs=(str(self.bundle.path), self.batch_size),
+                )
+        return self._pool
 
     @property
     def stamp_size(self) -> int:
@@ -124,18 +171,28 @@ class Predictor:
         yield from self._map(chunks)
 
     def _map(self, chunks: Iterable[Chunk]) -> Iterator[tuple[pd.DataFrame, list[Rejection]]]:
-        if self.threads == 1:
+        if self.workers == 1:
             for chunk in chunks:
                 yield self._work(chunk)
             return
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="predict") as pool:
-            pending: deque[Future] = deque()
-            for chunk in chunks:
-                pending.append(pool.submit(self._work, chunk))
-                if len(pending) >= 2 * self.threads:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+        pool = self._executor()
+        work = self._work if self.backend == "thread" else _work_in_worker
+        pending: deque[Future] = deque()
+
+        def result() -> tuple[pd.DataFrame, list[Rejection]]:
+            out = pending.popleft().result()
+            if self.backend == "process":
+                table, rejected, cpu = out
+                self.worker_cpu_seconds += cpu
+                return table, rejected
+            return out
+
+        for chunk in chunks:
+            pending.append(pool.submit(work, chunk))
+            if len(pending) >= 2 * self.workers:
+                yield result()
+        while pending:
+            yield result()
 
     def score(self, batch: AlertBatch) -> pd.DataFrame:
         """Scores of an in-memory batch (split into chunks scored in parallel)."""
@@ -203,6 +260,21 @@ class Predictor:
                 "%d alerts rejected (reasons in %s)", len(summary.rejected), out.stem + ".rejected.csv"
             )
         return summary
+
+
+_WORKER: Predictor | None = None
+
+
+def _start_worker(bundle: str, batch_size: int) -> None:
+    """Worker-process initialiser: open the bundle once (it was verified by the parent)."""
+    global _WORKER
+    _WORKER = Predictor(bundle, workers=1, batch_size=batch_size, verify=False, backend="thread")
+
+
+def _work_in_worker(chunk: Chunk) -> tuple[pd.DataFrame, list[Rejection], float]:
+    start = time.process_time()
+    table, rejected = _WORKER._work(chunk)
+    return table, rejected, time.process_time() - start
 
 
 @dataclass
