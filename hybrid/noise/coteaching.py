@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -27,6 +28,15 @@ def kept_fraction(epoch: int, *, forget_rate: float, forget_epochs: int) -> floa
     """``R(T) = 1 - min(T / T_k, 1) * tau`` (Han et al. 2018, Algorithm 1) for epoch ``T`` from 0."""
     ramp = min(epoch / forget_epochs, 1.0) if forget_epochs > 0 else 1.0
     return 1.0 - ramp * forget_rate
+
+
+def resolve_forget_rate(forget_rate: float | str, table: pd.DataFrame) -> float:
+    """``forget_rate``, or with ``auto`` the true noise rate of the training labels (the fraction whose
+    ``label_real`` differs from ``truth_real``), which Han et al. (2018) assume known; at most 0.5."""
+    if forget_rate != "auto":
+        return float(forget_rate)
+    wrong = table["label_real"].to_numpy(bool) != table["truth_real"].to_numpy(bool)
+    return float(min(wrong.mean(), 0.5)) if len(wrong) else 0.0
 
 
 class CoTeachingModule(HybridModule):

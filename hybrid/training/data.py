@@ -99,6 +99,8 @@ class CandidateDataModule(L.LightningDataModule):
         relabel: ``relabel(table, feature_names) -> table``, applied to the candidate table (index:
             dataset rows) before the splits are cut: label-noise injection and cleaning
             (:class:`hybrid.noise.LabelPipeline`); it may change labels and drop rows.
+        max_train_rows: train on a random subset of at most this many training rows (drawn by
+            ``seed``, before ``relabel``): learning curves. None for all.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class CandidateDataModule(L.LightningDataModule):
         label_sources: list[str] | None = None,
         seed: int = 0,
         relabel: Callable[[pd.DataFrame, list[str]], pd.DataFrame] | None = None,
+        max_train_rows: int | None = None,
     ) -> None:
         super().__init__()
         ds = read_dataset(root)
@@ -129,6 +132,10 @@ class CandidateDataModule(L.LightningDataModule):
         table = ds.candidates
         if label_sources is not None:
             table = table[(table["split"] != "train") | table["label_source"].isin(label_sources)]
+        train_rows = np.flatnonzero((table["split"] == "train").to_numpy())
+        if max_train_rows is not None and train_rows.size > max_train_rows:
+            drop = np.random.default_rng([seed, 0x5B5E7]).permutation(train_rows)[max_train_rows:]
+            table = table.drop(index=table.index[drop])
         if relabel is not None:
             table = relabel(table, list(ds.meta["features"]))
         train_mask = (table["split"] == "train").to_numpy()

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from hybrid.data.build import build_dataset
 from hybrid.evaluation import evaluate
 from hybrid.models import HybridModel
+from hybrid.noise.labels import LabelPipeline, label_pipeline
 from hybrid.taxonomy import TRANSIENT_TYPES
 from hybrid.training.data import CandidateDataModule, SplitTensors
 from hybrid.training.module import HybridModule
@@ -77,7 +78,9 @@ def normalize_splits(dm: CandidateDataModule, model: HybridModel) -> None:
             split.normalize_stamps(model.stamps)
 
 
-def make_datamodule(cfg: DictConfig, dataset: Path) -> CandidateDataModule:
+def make_datamodule(
+    cfg: DictConfig, dataset: Path, relabel: LabelPipeline | None = None
+) -> CandidateDataModule:
     t = cfg.train
     return CandidateDataModule(
         dataset,
@@ -86,6 +89,8 @@ def make_datamodule(cfg: DictConfig, dataset: Path) -> CandidateDataModule:
         batch_size=t.batch_size,
         label_sources=None if t.label_sources is None else list(t.label_sources),
         seed=int(cfg.seed),
+        relabel=relabel,
+        max_train_rows=t.get("max_rows"),
     )
 
 
@@ -147,9 +152,18 @@ def _loggers(cfg: DictConfig, run_dir: Path) -> list:
 def make_module(cfg: DictConfig, dm: CandidateDataModule, model: HybridModel) -> HybridModule:
     """The LightningModule of the config for ``model``, class weights from ``dm``'s training split."""
     pos_weight, type_weights = dm.class_weights() if cfg.train.class_weighting == "balanced" else (1.0, None)
+    kwargs = {"rb_loss": instantiate(cfg.loss)} if cfg.get("loss") else {}
+    module_class: type[HybridModule] = HybridModule
+    if cfg.get("coteaching"):  # co-teaching: a peer network trains alongside
+        from hybrid.noise.coteaching import CoTeachingModule, resolve_forget_rate  # imports hybrid.training
+
+        module_class = CoTeachingModule
+        forget = resolve_forget_rate(cfg.coteaching.forget_rate, dm.splits["train"].table)
+        kwargs.update(peer=build_model(cfg, dm), forget_rate=forget, forget_epochs=cfg.coteaching.forget_epochs)
     from hybrid.adapters.stage import adapter_module  # imports hybrid.training itself
 
-    module_class, extra = adapter_module(cfg, dm, model, HybridModule)  # DANN, when adapter.dann
+    module_class, extra = adapter_module(cfg, dm, model, module_class)  # DANN, when adapter.dann
+    kwargs.update(extra)
     return module_class(
         model,
         pos_weight=pos_weight,
@@ -161,7 +175,7 @@ def make_module(cfg: DictConfig, dm: CandidateDataModule, model: HybridModel) ->
         augment=cfg.preprocess.augment,
         channels_last=cfg.train.channels_last,
         seed=int(cfg.seed),
-        **extra,
+        **kwargs,
     )
 
 
@@ -224,7 +238,8 @@ def train(cfg: DictConfig) -> dict:
     from hybrid.adapters.stage import adapt_dataset, cross_survey_metrics  # imports hybrid.training
 
     dataset = adapt_dataset(cfg, build_dataset(cfg))  # other surveys, harmonisation: adapter config
-    dm = make_datamodule(cfg, dataset)
+    labels = label_pipeline(cfg)  # label-noise injection and cleaning, when configured
+    dm = make_datamodule(cfg, dataset, relabel=labels)
     model = build_model(cfg, dm)
     normalize_splits(dm, model)
     loggers = _loggers(cfg, run_dir)
@@ -239,8 +254,12 @@ def train(cfg: DictConfig) -> dict:
                 "parameters": int(sum(p.numel() for p in model.parameters())),
                 "epochs": epochs,
                 "dataset": str(dataset),
+                "n_train": len(dm.splits["train"]),
             }
         )
+        if labels is not None:
+            labels.write(run_dir)
+            metrics.update(labels.metrics())
         metrics.update(cross_survey_metrics(cfg, dm, module))  # other surveys, when adapter.targets
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         for lg in loggers:
