@@ -99,6 +99,8 @@ def test_tiled_psf_follows_a_varying_psf() -> None:
     diff = ZOGYSubtractor(tiles=2).subtract(sci, ref)
     left, right = diff.psf.fwhm_at(60, 128), diff.psf.fwhm_at(200, 128)
     assert right > left * 1.15
+    # 8 tiles per side would be 32 px: a 256 px frame gets tiles of min_tile_size (128 px) instead
+    assert ZOGYSubtractor(tiles=8).subtract(sci, ref).meta["tiles"] == 2
     tiles = make_tiles(shape, 2, 31)
     assert [t.core for t in tiles][:2] == [(0, 128, 0, 128), (0, 128, 128, 256)]
     assert tiles[1].outer == (0, 159, 97, 256)

@@ -357,6 +357,8 @@ class ZOGYSubtractor(Subtractor):
         flux_ratio: ``"zero_point"`` (``F_r`` from the zero points) or ``"fit"`` (from the PSF
             fluxes of stars matched in both frames).
         tiles: sub-images per side (1: the whole frame at once).
+        min_tile_size: fewer tiles per side where ``tiles`` would make tiles smaller than this
+            (pixels): on small frames tiny tiles cost more than the PSF varies across them.
         tile_overlap: pixels each tile is grown by on every side; ``None``: ``psf_size``.
         psf_stack: ``"median"`` or ``"mean"`` stacking of star stamps for ``psf="estimate"``.
         flux_ratio_photometry: the stars' fluxes for ``flux_ratio="fit"``: ``"psf"`` (PSF and local
@@ -399,6 +401,7 @@ class ZOGYSubtractor(Subtractor):
         psf: Literal["model", "estimate"] = "model",
         flux_ratio: Literal["zero_point", "fit"] = "zero_point",
         tiles: int = 1,
+        min_tile_size: int = 128,
         tile_overlap: int | None = None,
         psf_stack: Literal["median", "mean"] = "median",
         flux_ratio_photometry: Literal["aperture", "psf"] = "psf",
@@ -432,6 +435,8 @@ class ZOGYSubtractor(Subtractor):
             raise ValueError(f"flux_ratio must be 'zero_point' or 'fit', got {flux_ratio!r}")
         if int(tiles) < 1:
             raise ValueError(f"tiles must be >= 1, got {tiles}")
+        if int(min_tile_size) < 1:
+            raise ValueError(f"min_tile_size must be >= 1, got {min_tile_size}")
         if tile_overlap is not None and tile_overlap < 0:
             raise ValueError(f"tile_overlap must be >= 0, got {tile_overlap}")
         if flux_ratio_photometry not in ("aperture", "psf"):
@@ -453,6 +458,7 @@ class ZOGYSubtractor(Subtractor):
         self.psf = psf
         self.flux_ratio = flux_ratio
         self.tiles = int(tiles)
+        self.min_tile_size = int(min_tile_size)
         self.tile_overlap = tile_overlap
         self.psf_stack = psf_stack
         self.flux_ratio_photometry = flux_ratio_photometry
@@ -464,11 +470,15 @@ class ZOGYSubtractor(Subtractor):
         self.registration = registration
         self.few_stars = few_stars
 
+    def _per_side(self, shape: tuple[int, int]) -> int:
+        """Tiles per side: ``tiles``, fewer where tiles would be smaller than ``min_tile_size``."""
+        return max(1, min(self.tiles, min(shape) // self.min_tile_size))
+
     def _psf_size(self, science: Exposure, reference: Exposure, cx: float, cy: float) -> int:
         ny, nx = science.shape
         fwhm = max(science.psf.fwhm_at(cx, cy), reference.psf.fwhm_at(cx, cy))
         size = self.psf_size if self.psf_size is not None else max(31, 2 * round(4 * fwhm) + 1)
-        limit = min(ny, nx) // self.tiles
+        limit = min(ny, nx) // self._per_side(science.shape)
         limit -= 1 - limit % 2  # largest odd size that fits a tile
         return max(3, min(size, limit))
 
@@ -616,7 +626,8 @@ class ZOGYSubtractor(Subtractor):
                 "with data in both exposures"
             )
         overlap = size if self.tile_overlap is None else self.tile_overlap
-        tiles = make_tiles(science.shape, self.tiles, overlap)
+        per_side = self._per_side(science.shape)
+        tiles = make_tiles(science.shape, per_side, overlap)
         fallbacks: list[str] = []
 
         def fallback(purpose: str, err: InvalidExposureError) -> None:
@@ -726,9 +737,7 @@ class ZOGYSubtractor(Subtractor):
         if len(tiles) == 1:
             psf = ImagePSF(kernels[0])
         else:
-            psf = TiledPSF(
-                tuple(kernels), tuple(tile_edges(ny, self.tiles)), tuple(tile_edges(nx, self.tiles))
-            )
+            psf = TiledPSF(tuple(kernels), tuple(tile_edges(ny, per_side)), tuple(tile_edges(nx, per_side)))
         sigma_n, sigma_r = (float(np.median(v)) for v in zip(*sigmas, strict=True))
         return Difference(
             image=image,
@@ -752,7 +761,7 @@ class ZOGYSubtractor(Subtractor):
                 "sigma_n": sigma_n,
                 "sigma_r": sigma_r,
                 "psf_size": size,
-                "tiles": self.tiles,
+                "tiles": per_side,
                 "astrometric_sigma": astrometric_sigma,
                 "background": backgrounds,
                 "registration_offsets": offsets,
