@@ -142,7 +142,8 @@ def _from_difference(diff: Difference) -> Output:
 
 
 def our_methods() -> dict[str, Callable[[], Subtractor]]:
-    """Every registered subtractor with its config file's defaults, plus ZOGY with estimated PSFs."""
+    """Every registered subtractor with its config file's defaults, plus ZOGY variants: the paper's
+    set-up, the frames' own PSFs and the zero points' flux ratio (each on top of the defaults)."""
     methods: dict[str, Callable[[], Subtractor]] = {}
     for name in SUBTRACTORS.names():
         path = CONF_DIR / f"{name}.yaml"
@@ -649,7 +650,8 @@ def _markdown(result: dict, summary: pd.DataFrame, rows: list[dict]) -> list[str
         "on the difference (with the method's difference PSF) to the injected flux for transients "
         "detected at S/N > 20, *aperture flux / true* the same for a 3 FWHM aperture corrected by the "
         "difference PSF (insensitive to errors of the PSF model). Peers' variance planes are the "
-        "science variance scaled to their empirical sky noise; properimage's D is not in flux units.",
+        "science variance scaled to their empirical sky noise, properimage's S_corr is scaled to unit "
+        "robust standard deviation, and properimage's D is not in flux units.",
     ]
     return lines
 
