@@ -30,7 +30,10 @@ class SplitTensors:
         self.rows = table.index.to_numpy()
         self.table = table.reset_index(drop=True)
         # rows are ascending (a boolean selection), which is the fast order to read a memory map in
-        self.image = torch.from_numpy(np.ascontiguousarray(stamps[self.rows][:, channels], np.float32))
+        if channels:
+            self.image = torch.from_numpy(np.ascontiguousarray(stamps[self.rows][:, channels], np.float32))
+        else:  # no stamp channels (catalog-only training with train.channels=[]): nothing to read
+            self.image = torch.zeros((len(self.rows), 0, *stamps.shape[2:]), dtype=torch.float32)
         self.features = torch.tensor(table[features].to_numpy(np.float32))
         self.label_real = torch.tensor(table["label_real"].to_numpy(np.float32))
         self.label_type = torch.tensor(table["label_type"].map(TRANSIENT_TYPES.index).to_numpy(np.int64))
