@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         with Predictor(
             args.bundle, workers=args.workers, batch_size=args.batch_size, backend=args.backend
         ) as predictor:
-            summary = predictor.predict_to_parquet(args.inputs, args.out, kind=args.kind)
+            summary = predictor.predict_to_parquet(args.inputs, args.out, kind=args.kind, progress=True)
         for r in summary.rejected:
             print(f"rejected: {r}", file=sys.stderr)
         print(summary)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from hybrid.data.readers import AlertBatch, Chunk, Rejection, iter_chunks
 from hybrid.data.readers.base import ID_COLUMNS
@@ -213,9 +214,15 @@ class Predictor:
         return pd.concat(frames, ignore_index=True) if frames else self.score_batch(batch)
 
     def predict_to_parquet(
-        self, inputs: Iterable[str | Path], out: str | Path, *, kind: str | None = None
+        self,
+        inputs: Iterable[str | Path],
+        out: str | Path,
+        *,
+        kind: str | None = None,
+        progress: bool = False,
     ) -> PredictSummary:
-        """Score every alert of ``inputs`` into ``out`` (Parquet), append-safe (see the module doc)."""
+        """Score every alert of ``inputs`` into ``out`` (Parquet), append-safe (see the module doc);
+        ``progress`` shows a progress bar of alerts scored."""
         import pyarrow.parquet as pq
 
         out = Path(out)
@@ -225,7 +232,9 @@ class Predictor:
         done = _scored_keys([out, *sorted(parts_dir.glob("part-*.parquet"))])
         summary = PredictSummary(out)
         n_part = len(list(parts_dir.glob("part-*.parquet")))
+        bar = tqdm(unit="alert", desc=f"predict -> {out.name}", disable=not progress)
         for table, rejected in self.iter_scores(inputs, kind=kind):
+            bar.update(len(table) + len(rejected))
             summary.rejected.extend(rejected)
             if done:
                 seen = np.array(
@@ -239,6 +248,7 @@ class Predictor:
             _atomic_parquet(table, part)
             n_part += 1
             summary.scored += len(table)
+        bar.close()
         sources = [p for p in [out] if p.is_file()] + sorted(parts_dir.glob("part-*.parquet"))
         if sources:
             tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
