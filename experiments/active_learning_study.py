@@ -96,13 +96,21 @@ def _write(table: pd.DataFrame, meta: dict, out: Path) -> Path:
         .reset_index()
     )
     labellers = list(dict.fromkeys(table["labeller"]))
-    fig, axes = plt.subplots(1, len(labellers), figsize=(5 * len(labellers), 4), sharey=True, squeeze=False)
-    for ax, lab in zip(axes[0], labellers, strict=True):
+    agg["fnr_std"] = (
+        table.groupby(["labeller", "strategy", "labels"], sort=False)["fnr_at_1pct_fpr"].std().values
+    )
+    fig, axes = plt.subplots(2, len(labellers), figsize=(5 * len(labellers), 7.5), sharex=True, squeeze=False)
+    for col, lab in enumerate(labellers):
         for strategy, g in agg[agg["labeller"] == lab].groupby("strategy", sort=False):
-            ax.errorbar(g["labels"], g["auc"], yerr=g["auc_std"], fmt="o-", ms=3, capsize=2, label=strategy)
-        ax.set(xlabel="labels spent", title=f"labeller: {lab}")
-        ax.legend(fontsize=8)
-    axes[0][0].set_ylabel(f"test ROC AUC (mean +- std over {len(meta['seeds'])} seeds)")
+            for row, (key, std) in enumerate((("auc", "auc_std"), ("fnr", "fnr_std"))):
+                axes[row][col].errorbar(
+                    g["labels"], g[key], yerr=g[std], fmt="o-", ms=3, capsize=2, label=strategy
+                )
+        axes[0][col].set_title(f"labeller: {lab}")
+        axes[1][col].set_xlabel("labels spent")
+        axes[0][col].legend(fontsize=8)
+    axes[0][0].set_ylabel(f"test ROC AUC (mean +- std, {len(meta['seeds'])} seeds)")
+    axes[1][0].set_ylabel("test FNR at 1% FPR")
     fig.tight_layout()
     fig.savefig(d / "learning_curves.png", dpi=110)
     plt.close(fig)

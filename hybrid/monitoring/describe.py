@@ -27,13 +27,22 @@ def embed_split(model: HybridModel, split: SplitTensors, batch_size: int = 1024)
     return torch.cat(out).numpy()
 
 
+def exposure_groups(table: pd.DataFrame) -> np.ndarray | None:
+    """The exposure of each candidate (``field/epoch``), or None when the table does not say."""
+    if {"field", "epoch"} <= set(table.columns):
+        return (table["field"].astype(str) + "/" + table["epoch"].astype(str)).to_numpy()
+    return None
+
+
 def describe_split(model: HybridModel, split: SplitTensors, feature_names: list[str]) -> MonitorSample:
-    """Scores (no test-time augmentation), features and embeddings of a split with normalised stamps."""
+    """Scores (no test-time augmentation), features, embeddings and exposures of a split with
+    normalised stamps."""
     scored = score_split(model, split, rotation_average=False)
     return MonitorSample(
         scores=scored["score"].to_numpy(float),
         features=split.table[feature_names].reset_index(drop=True),
         embeddings=embed_split(model, split),
+        groups=exposure_groups(split.table),
     )
 
 
@@ -57,11 +66,13 @@ def load_sample(
         scores = table["score"].to_numpy(float) if "score" in table else None
         numeric = table.select_dtypes("number").columns
         names = [c for c in numeric if c in FEATURE_UNITS or c.startswith("ctx_")]
-        return MonitorSample(scores=scores, features=table[names].reset_index(drop=True))
+        features = table[names].reset_index(drop=True)
+        return MonitorSample(scores=scores, features=features, groups=exposure_groups(table))
     if run_dir is None:
         ds = read_dataset(path)
         table = ds.candidates if split is None else ds.candidates[ds.candidates["split"] == split]
-        return MonitorSample(features=table[list(ds.meta["features"])].reset_index(drop=True))
+        features = table[list(ds.meta["features"])].reset_index(drop=True)
+        return MonitorSample(features=features, groups=exposure_groups(table))
     model, cfg, trained_on = load_run_model(run_dir)
     names = model.features.names if model.features is not None else []
     channels = cfg.train.channels or read_dataset(trained_on).meta["channels"]

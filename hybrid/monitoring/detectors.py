@@ -18,7 +18,14 @@ drift-free stream happen at rate ``alpha`` per window and no more.
   NeurIPS, "Failing Loudly").
 * ``classifier``: a classifier two-sample test (Lopez-Paz & Oquab 2017, ICLR): a gradient-boosted
   classifier learns to tell reference from current rows on one half and is scored on the other; its
-  held-out accuracy is tested against chance with a binomial test.
+  held-out ranking of current above reference is tested against chance (Mann-Whitney).
+
+Candidates of one exposure share its seeing, depth and sky, so a stream's candidates are not
+independent draws; a test that assumes they are raises false alarms whenever the current window holds
+other exposures than the reference, which is always. Given each candidate's exposure
+(:attr:`MonitorSample.groups`), ``ks``, ``mmd`` and ``classifier`` take whole exposures as the
+exchangeable units (group permutations, Westfall & Young 1993 max-T for KS, group-wise splits for the
+classifier); measured in reports/drift.md.
 """
 
 from __future__ import annotations
@@ -44,11 +51,16 @@ class MonitorSample:
         scores: (N,) real-bogus probabilities.
         features: (N, F) catalog features by name (NaN where missing).
         embeddings: (N, D) image-encoder embeddings.
+        groups: (N,) the exposure (or other unit) each candidate came from. Candidates of one
+            exposure share its seeing, depth and sky, so they are not independent; with groups, the
+            tests that take them (``ks``, ``mmd``, ``classifier``) treat whole groups as the units
+            that are exchangeable under "no drift". Without, candidates are taken as independent.
     """
 
     scores: np.ndarray | None = None
     features: pd.DataFrame | None = None
     embeddings: np.ndarray | None = None
+    groups: np.ndarray | None = None
 
     def __len__(self) -> int:
         for part in (self.scores, self.features, self.embeddings):
@@ -71,6 +83,7 @@ class MonitorSample:
             join([s.scores for s in samples]),
             join([s.features for s in samples]),
             join([s.embeddings for s in samples]),
+            join([s.groups for s in samples]),
         )
 
     def take(self, index: np.ndarray) -> MonitorSample:
@@ -79,6 +92,7 @@ class MonitorSample:
             None if self.scores is None else self.scores[index],
             None if self.features is None else self.features.iloc[index].reset_index(drop=True),
             None if self.embeddings is None else self.embeddings[index],
+            None if self.groups is None else self.groups[index],
         )
 
 
@@ -178,6 +192,46 @@ class PSITest(DriftTest):
         return self._result(value, p, len(cur), bins=used, band=band)
 
 
+def _group_codes(reference: MonitorSample, current: MonitorSample) -> np.ndarray:
+    """Integer group ids over the pooled (reference, current) rows; every row is its own group when
+    either sample has no groups, and a reference group never shares an id with a current one."""
+    n, m = len(reference), len(current)
+    if reference.groups is None or current.groups is None:
+        return np.arange(n + m)
+    keys = np.r_[[f"r:{g}" for g in reference.groups], [f"c:{g}" for g in current.groups]]
+    return pd.factorize(keys)[0]
+
+
+def permutation_labels(
+    codes: np.ndarray, n_first: int, n_permutations: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(P + 1, N) booleans marking the "reference" rows: row 0 is the observed split (the first
+    ``n_first`` rows), rows 1..P assign whole groups (``codes``) at random, keeping the number of
+    reference groups. With one group per row this is the ordinary permutation test."""
+    n_groups = int(codes.max()) + 1
+    n_ref_groups = len(np.unique(codes[:n_first]))
+    labels = np.zeros((n_permutations + 1, len(codes)), bool)
+    labels[0, :n_first] = True
+    for i in range(1, n_permutations + 1):
+        chosen = np.zeros(n_groups, bool)
+        chosen[rng.permutation(n_groups)[:n_ref_groups]] = True
+        labels[i] = chosen[codes]
+    return labels
+
+
+def ks_statistics(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Two-sample KS statistic of ``values`` (N,) for each split in ``labels`` (P, N) at once (NaN
+    values are left out)."""
+    finite = np.isfinite(values)
+    v, lab = values[finite], labels[:, finite]
+    order = np.argsort(v, kind="stable")
+    v, a = v[order], lab[:, order].astype(np.float64)
+    ca = np.cumsum(a, axis=1) / np.maximum(a.sum(axis=1, keepdims=True), 1)
+    cb = np.cumsum(1.0 - a, axis=1) / np.maximum((1.0 - a).sum(axis=1, keepdims=True), 1)
+    last = np.r_[v[1:] != v[:-1], True]  # the ECDFs are compared after each run of tied values
+    return np.abs(ca - cb)[:, last].max(axis=1)
+
+
 def adjust_p_values(p: np.ndarray, method: str) -> np.ndarray:
     """Multiple-testing adjusted p-values: ``bonferroni``, ``holm`` (family-wise error) or ``bh``
     (Benjamini-Hochberg false discovery rate)."""
@@ -204,38 +258,62 @@ def adjust_p_values(p: np.ndarray, method: str) -> np.ndarray:
 class KSTest(DriftTest):
     """Per-feature two-sample KS tests with a multiple-testing correction.
 
+    Without groups, each feature's asymptotic KS p-value is corrected over the features (``holm``,
+    ``bonferroni`` or ``bh``). With groups (see :class:`MonitorSample`), the null distribution comes
+    from permuting whole groups between the samples, and the correction is Westfall & Young's (1993)
+    single-step max-T: a feature's adjusted p-value is the fraction of permutations whose largest KS
+    statistic over all features reaches the feature's own (family-wise error control).
+
     Args:
-        correction: ``holm``, ``bonferroni`` or ``bh``.
+        correction: ``holm``, ``bonferroni`` or ``bh`` (without groups).
         min_count: features with fewer finite values than this in either sample are skipped.
+        n_permutations: permutations of the groups (with groups).
     """
 
     needs = "features"
 
     def __init__(
-        self, *, correction: str = "holm", min_count: int = 20, alpha: float = 0.05, seed: int = 0
+        self,
+        *,
+        correction: str = "holm",
+        min_count: int = 20,
+        n_permutations: int = 500,
+        alpha: float = 0.05,
+        seed: int = 0,
     ) -> None:
         super().__init__(alpha=alpha, seed=seed)
         adjust_p_values(np.array([0.5]), correction)  # validates the name
-        self.correction, self.min_count = correction, min_count
+        self.correction, self.min_count, self.n_permutations = correction, min_count, n_permutations
 
     def test(self, current: MonitorSample) -> DriftResult:
-        ref: pd.DataFrame = self.part(self._reference(), "reference")
+        reference = self._reference()
+        ref: pd.DataFrame = self.part(reference, "reference")
         cur: pd.DataFrame = self.part(current, "current")
-        names, stat, p = [], [], []
+        names = []
         for col in ref.columns.intersection(cur.columns):
             a = pd.to_numeric(ref[col], errors="coerce").to_numpy(float)
             b = pd.to_numeric(cur[col], errors="coerce").to_numpy(float)
-            a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-            if len(a) < self.min_count or len(b) < self.min_count:
-                continue
-            res = stats.ks_2samp(a, b)
-            names.append(col)
-            stat.append(res.statistic)
-            p.append(res.pvalue)
+            if np.isfinite(a).sum() >= self.min_count and np.isfinite(b).sum() >= self.min_count:
+                names.append(col)
         if not names:
             return self._result(0.0, 1.0, len(cur), n_features=0, top_features={})
-        adj = adjust_p_values(np.array(p), self.correction)
-        worst = np.argsort(adj)[:5]
+        pooled = pd.concat([ref[names], cur[names]], ignore_index=True).apply(pd.to_numeric, errors="coerce")
+        grouped = reference.groups is not None and current.groups is not None
+        if grouped:
+            rng = np.random.default_rng(self.seed)
+            labels = permutation_labels(_group_codes(reference, current), len(ref), self.n_permutations, rng)
+            d = np.stack([ks_statistics(pooled[c].to_numpy(float), labels) for c in names], axis=1)
+            stat = d[0]
+            max_null = d[1:].max(axis=1)
+            adj = (1.0 + (max_null[:, None] >= stat[None, :]).sum(axis=0)) / (1.0 + self.n_permutations)
+        else:
+            res = [
+                stats.ks_2samp(*(x[np.isfinite(x)] for x in (ref[c].to_numpy(float), cur[c].to_numpy(float))))
+                for c in names
+            ]
+            stat = np.array([r.statistic for r in res])
+            adj = adjust_p_values(np.array([r.pvalue for r in res]), self.correction)
+        worst = np.argsort(adj, kind="stable")[:5]
         top = {names[i]: {"ks": float(stat[i]), "p_adjusted": float(adj[i])} for i in worst}
         return self._result(
             float(np.max(stat)),
@@ -243,6 +321,7 @@ class KSTest(DriftTest):
             len(cur),
             n_features=len(names),
             n_drifted_features=int((adj < self.alpha).sum()),
+            correction="westfall-young max-T over groups" if grouped else self.correction,
             top_features=top,
         )
 
@@ -253,36 +332,41 @@ def _sq_dists(x: np.ndarray) -> np.ndarray:
 
 
 def mmd_permutation(
-    x: np.ndarray, y: np.ndarray, *, n_permutations: int = 200, rng: np.random.Generator
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    n_permutations: int = 200,
+    rng: np.random.Generator,
+    codes: np.ndarray | None = None,
 ) -> tuple[float, float, float]:
     """Unbiased MMD^2 of samples ``x`` (n, d) and ``y`` (m, d) with a Gaussian kernel whose bandwidth
     is the median pairwise distance of the pooled sample; returns (MMD^2, permutation p-value,
-    bandwidth)."""
+    bandwidth). ``codes`` (n + m,) are group ids over the pooled rows: whole groups are permuted."""
     z = np.concatenate([x, y]).astype(np.float64)
-    n, m = len(x), len(y)
+    n = len(x)
     d2 = _sq_dists(z)
     off = d2[np.triu_indices(len(z), 1)]
     bandwidth = float(np.sqrt(np.median(off[off > 0]))) if (off > 0).any() else 1.0
     k = np.exp(-d2 / (2.0 * bandwidth**2))
     np.fill_diagonal(k, 0.0)  # the unbiased estimator leaves out i == j
-    labels = np.zeros((n_permutations + 1, n + m), bool)
-    labels[0, :n] = True
-    for i in range(1, n_permutations + 1):
-        labels[i, rng.permutation(n + m)[:n]] = True
-    a = labels.astype(np.float64)  # indicator of "x" per permutation
+    codes = np.arange(len(z)) if codes is None else codes
+    a = permutation_labels(codes, n, n_permutations, rng).astype(np.float64)  # "x" per permutation
     b = 1.0 - a
+    na, nb = a.sum(axis=1), b.sum(axis=1)
     ka, kb = k @ a.T, k @ b.T
     sxx = (a.T * ka).sum(axis=0)
     syy = (b.T * kb).sum(axis=0)
     sxy = (a.T * kb).sum(axis=0)
-    mmd2 = sxx / (n * (n - 1)) + syy / (m * (m - 1)) - 2.0 * sxy / (n * m)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mmd2 = sxx / (na * (na - 1)) + syy / (nb * (nb - 1)) - 2.0 * sxy / (na * nb)
+    mmd2 = np.nan_to_num(mmd2, nan=-np.inf)  # a permutation with a one-row sample counts as no drift
     p = (1.0 + np.sum(mmd2[1:] >= mmd2[0])) / (1.0 + n_permutations)
     return float(mmd2[0]), float(p), bandwidth
 
 
 @DRIFT_TESTS.register("mmd")
 class MMDTest(DriftTest):
-    """MMD permutation test on image-encoder embeddings.
+    """MMD permutation test on image-encoder embeddings (whole groups permuted, with groups).
 
     Args:
         n_permutations: permutations of the pooled sample.
@@ -299,21 +383,27 @@ class MMDTest(DriftTest):
 
     def test(self, current: MonitorSample) -> DriftResult:
         rng = np.random.default_rng(self.seed)
-        x = np.asarray(self.part(self._reference(), "reference"), float)
-        y = np.asarray(self.part(current, "current"), float)
-        x = x[rng.permutation(len(x))[: self.max_samples]]
-        y = y[rng.permutation(len(y))[: self.max_samples]]
+        reference = self._reference()
+        self.part(reference, "reference")
+        self.part(current, "current")
+        ref = reference.take(rng.permutation(len(reference))[: self.max_samples])
+        cur = current.take(rng.permutation(len(current))[: self.max_samples])
+        x, y = np.asarray(ref.embeddings, float), np.asarray(cur.embeddings, float)
         if len(x) < 2 or len(y) < 2:
             raise ValueError(f"mmd needs at least 2 rows in each sample, got {len(x)} and {len(y)}")
-        mmd2, p, bw = mmd_permutation(x, y, n_permutations=self.n_permutations, rng=rng)
+        codes = _group_codes(ref, cur)
+        mmd2, p, bw = mmd_permutation(x, y, n_permutations=self.n_permutations, rng=rng, codes=codes)
         return self._result(mmd2, p, len(current), bandwidth=bw, n_permutations=self.n_permutations)
 
 
 @DRIFT_TESTS.register("classifier")
 class ClassifierTest(DriftTest):
     """Classifier two-sample test on the catalog features (or, with ``on: embeddings``, the
-    embeddings): equal-sized samples, a stratified half to train, a binomial test of the held-out
-    accuracy against 1/2.
+    embeddings): equal-sized samples, half of each to train a gradient-boosted classifier, and a
+    one-sided Mann-Whitney test that its held-out scores rank current rows above reference ones
+    (statistic: the held-out ROC AUC; 0.5 under no drift). With groups, the halves are split by group
+    and the held-out unit is the group (its mean score), so that memorising an exposure's seeing or
+    depth cannot pass for drift.
 
     Args:
         on: ``features`` or ``embeddings``.
@@ -334,26 +424,37 @@ class ClassifierTest(DriftTest):
 
     def test(self, current: MonitorSample) -> DriftResult:
         rng = np.random.default_rng(self.seed)
-        ref, cur = self.part(self._reference(), "reference"), self.part(current, "current")
-        if isinstance(ref, pd.DataFrame):
-            cols = ref.columns.intersection(cur.columns)
-            ref, cur = ref[cols].to_numpy(float), cur[cols].to_numpy(float)
-        ref, cur = np.asarray(ref, float), np.asarray(cur, float)
-        n = min(len(ref), len(cur), self.max_samples)
+        reference = self._reference()
+        self.part(reference, "reference")
+        self.part(current, "current")
+        n = min(len(reference), len(current), self.max_samples)
         if n < 10:
             raise ValueError(f"the classifier test needs at least 10 rows per sample, got {n}")
-        x = np.concatenate([ref[rng.permutation(len(ref))[:n]], cur[rng.permutation(len(cur))[:n]]])
+        ref = reference.take(rng.permutation(len(reference))[:n])
+        cur = current.take(rng.permutation(len(current))[:n])
+        a, b = getattr(ref, self.needs), getattr(cur, self.needs)
+        if isinstance(a, pd.DataFrame):
+            cols = a.columns.intersection(b.columns)
+            a, b = a[cols], b[cols]
+        x = np.concatenate([np.asarray(a, float), np.asarray(b, float)])
         y = np.r_[np.zeros(n, int), np.ones(n, int)]
-        # stratified halves: each half holds n // 2 rows of each sample
-        train = np.zeros(2 * n, bool)
-        train[rng.permutation(n)[: n // 2]] = True
-        train[n + rng.permutation(n)[: n // 2]] = True
+        codes = _group_codes(ref, cur)
+        # half of each sample's groups (rows, without groups) train the classifier
+        train_group = np.zeros(int(codes.max()) + 1, bool)
+        for side in (codes[:n], codes[n:]):
+            g = np.unique(side)
+            train_group[rng.permutation(g)[: len(g) // 2]] = True
+        train = train_group[codes]
+        if train.all() or not train.any() or len(np.unique(y[train])) < 2:
+            raise ValueError("the classifier test needs at least two groups in each sample")
         clf = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, random_state=self.seed)
         clf.fit(x[train], y[train])
-        correct = int((clf.predict(x[~train]) == y[~train]).sum())
-        n_test = int((~train).sum())
-        p = stats.binomtest(correct, n_test, 0.5, alternative="greater").pvalue
-        return self._result(correct / n_test, p, len(current), n_test=n_test, on=self.needs)
+        held = pd.DataFrame({"g": codes[~train], "y": y[~train], "p": clf.predict_proba(x[~train])[:, 1]})
+        units = held.groupby("g").agg(y=("y", "first"), p=("p", "mean"))
+        p_cur, p_ref = units.loc[units["y"] == 1, "p"], units.loc[units["y"] == 0, "p"]
+        res = stats.mannwhitneyu(p_cur, p_ref, alternative="greater")
+        auc = float(res.statistic) / (len(p_cur) * len(p_ref))
+        return self._result(auc, float(res.pvalue), len(current), n_test_units=len(units), on=self.needs)
 
 
 def build_tests(names: list[str] | None = None, **common: Any) -> list[DriftTest]:
