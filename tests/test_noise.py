@@ -348,3 +348,37 @@ def test_every_registered_plugin_has_a_config() -> None:
     }
     for registry in (LOSSES, LABEL_NOISE, CLEANERS):
         assert {f"{c.__module__}.{c.__qualname__}" for c in map(registry.get, registry.names())} <= targets
+
+
+# --- end to end -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["noise=symmetric", "noise.rate=0.2", "handling=coteaching"],
+        ["noise=real_to_bogus", "noise.rate=0.3", "handling=confident_learning", "cleaning.folds=3"],
+        ["noise=real_to_bogus", "noise.rate=0.5", "handling=catalog", "train.max_rows=300"],
+    ],
+)
+def test_training_with_label_noise_end_to_end(overrides: list[str], tmp_path: Path) -> None:
+    from hybrid.training.train import train
+    from tests.test_training import TINY
+
+    cfg = load_config(
+        [*TINY, f"paths.cache_dir={tmp_path / 'cache'}", f"run_dir={tmp_path / 'run'}", *overrides]
+    )
+    metrics = train(cfg)
+    records = pd.read_parquet(tmp_path / "run" / "noise_labels.parquet")
+    assert records["noise_flipped"].sum() == metrics["noise_flipped"] > 0
+    assert 0.5 < metrics["auc"] <= 1.0
+    if "handling=coteaching" in overrides:
+        state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        assert any(k.startswith("peer.") for k in state)
+    else:
+        assert metrics["flagged"] == int(records["flagged"].sum()) > 0 and 0 <= metrics["flag_precision"] <= 1
+    if "handling=catalog" in overrides:  # the catalogues flag only truly real detections labelled bogus
+        assert metrics["flag_precision"] == 1.0
+    if "train.max_rows=300" in overrides:
+        assert metrics["n_train"] <= 300

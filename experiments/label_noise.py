@@ -1,0 +1,608 @@
+"""The label-noise studies of issue 8: run them and write their reports.
+
+Two studies, one command each (specs beside this file):
+
+* ``grid`` (experiments/label_noise.yaml): noise kind x noise rate x handling method x seed on the
+  default benchmark. The spec is also a valid ``hybrid study`` spec (Hydra's cartesian sweep, one run
+  at a time); this driver runs the same grid without the repeats (at rate 0 every noise kind is the
+  same run), seed by seed (all settings of seed 0 before any of seed 1, so a grid cut short by its
+  deadline is still a complete grid of fewer seeds), and ``--jobs`` runs at once.
+* ``purity`` (experiments/label_noise_purity.yaml): small pure (truth, N rows) against large impure
+  (algorithmic, 10N rows) training sets, with and without handling, as a learning curve in N.
+
+``both`` interleaves the two by seed. Every run is ``python run.py OVERRIDES hydra.run.dir=DIR`` (the
+library's train task, nothing copied), so its directory holds config.yaml, metrics.json and
+.hydra/overrides.yaml like any sweep's run, and runs that finished are skipped when the study is run
+again. Datasets are built once, before their runs (the training seed does not change a dataset).
+With ``--in-process`` each of the ``--jobs`` workers imports the library once and calls train() run after
+run, composing the config from a snapshot of conf/ taken when the study starts. ``report`` writes
+reports/label_noise.md and reports/label_noise_purity.md (tables, plots, the best method per noise
+kind) from whatever runs exist, and says which runs of the plan are missing.
+
+    python experiments/label_noise.py grid --jobs 2 [--rates 0 0.05 0.2] [OVERRIDES...]
+    python experiments/label_noise.py both --jobs 14 --deadline 480 trainer=gpu
+    python experiments/label_noise.py report
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hybrid.tracking.compare import Comparison, compare, plot_metric_against  # noqa: E402
+from hybrid.tracking.runs import Run, find_runs  # noqa: E402
+
+GRID_SPEC = ROOT / "experiments" / "label_noise.yaml"
+PURITY_SPEC = ROOT / "experiments" / "label_noise_purity.yaml"
+STUDIES = ROOT / "multirun" / "studies"
+METRICS = ["auc", "fnr_at_1pct_fpr", "ece"]
+FLAG_METRICS = ["flag_precision", "flag_recall"]
+# quiet, single-threaded runs (several share the machine); no W&B
+RUN_DEFAULTS = [
+    "logger.wandb.enabled=false",
+    "trainer.enable_progress_bar=false",
+    "data.progress=false",
+    "train.threads=1",
+]
+
+
+@dataclass
+class Job:
+    """One training run of a study."""
+
+    study: str
+    name: str  # the run directory's name
+    seed: int
+    overrides: list[str]
+    dataset: list[str]  # the overrides that define its dataset (with the seed)
+    labels: dict = field(default_factory=dict)  # what the report keys it by (arm, n_pure, ...)
+
+
+def sweep_axes(spec: dict) -> dict[str, list[str]]:
+    """``["noise=a,b", "noise.rate=0,0.1"]`` -> ``{"noise": ["a", "b"], "noise.rate": ["0", "0.1"]}``."""
+    axes = {}
+    for item in spec["sweep"]:
+        key, _, values = item.partition("=")
+        axes[key] = values.split(",")
+    return axes
+
+
+def grid_jobs(
+    spec: dict, *, kinds: list[str] | None, rates: list[str] | None, handlings: list[str] | None
+) -> list[Job]:
+    axes = sweep_axes(spec)
+    kinds, rates = kinds or axes["noise"], rates or axes["noise.rate"]
+    handlings = handlings or axes["handling"]
+    jobs = []
+    for seed, rate, kind, handling in itertools.product(spec["seeds"], rates, kinds, handlings):
+        if float(rate) == 0 and kind != kinds[0]:
+            continue  # no flips: the same run for every kind
+        overrides = [f"noise={kind}", f"noise.rate={rate}", f"handling={handling}"]
+        name = f"{kind}-{rate}-{handling}-s{seed}"
+        jobs.append(Job("label_noise", name, seed, overrides, [f"seed={seed}"]))
+    return jobs
+
+
+def purity_jobs(spec: dict, *, sizes: list[int] | None, arms: list[str] | None) -> list[Job]:
+    jobs = []
+    arms = arms or list(spec["arms"])
+    for seed, size, arm in itertools.product(spec["seeds"], sizes or spec["sizes"], arms):
+        a = spec["arms"][arm]
+        rows = int(a["rows"]) * int(size)
+        overrides = [*spec["base"], *a["overrides"], f"train.max_rows={rows}"]
+        labels = {"arm": arm, "n_pure": int(size), "max_rows": rows}
+        jobs.append(
+            Job(
+                "label_noise_purity",
+                f"{arm}-n{size}-s{seed}",
+                seed,
+                overrides,
+                [*spec["base"], f"seed={seed}"],
+                labels,
+            )
+        )
+    return jobs
+
+
+def _key_hash(key: str) -> str:
+    return hashlib.sha1(key.encode()).hexdigest()[:10]
+
+
+def by_seed(*queues: list[Job]) -> list[Job]:
+    """The jobs of all queues, seed by seed (each queue's order kept within a seed)."""
+    seeds = sorted({j.seed for q in queues for j in q})
+    return [j for s in seeds for q in queues for j in q if j.seed == s]
+
+
+class Runner:
+    """Runs jobs ``jobs`` at a time, building each dataset once first; stops starting runs that
+    would not finish before the deadline (estimated from the runs so far)."""
+
+    def __init__(
+        self, *, jobs: int, deadline: float | None, extra: list[str], build_workers: int, in_process: bool
+    ) -> None:
+        self.jobs, self.extra, self.build_workers, self.in_process = jobs, extra, build_workers, in_process
+        self.conf = STUDIES / "label_noise_conf"
+        if in_process:
+            shutil.rmtree(self.conf, ignore_errors=True)
+            shutil.copytree(ROOT / "conf", self.conf)
+        self.end = time.monotonic() + deadline if deadline else None
+        self.built: dict[str, threading.Lock] = {}
+        self.guard = threading.Lock()
+        self.durations: list[float] = []
+        self.log: list[dict] = []
+
+    def _remaining(self) -> float:
+        return float("inf") if self.end is None else self.end - time.monotonic()
+
+    def _run(self, cmd: list[str], log_path: Path, timeout: float | None) -> int:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+        with open(log_path, "w") as out:
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+            try:
+                return proc.wait(timeout=None if timeout == float("inf") else timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                return -9
+
+    def _dataset(self, job: Job) -> bool:
+        if self.in_process:  # in this process, from the snapshot of conf/
+            from hybrid.data.build import build_dataset
+
+            t0 = time.monotonic()
+            cfg = compose(
+                [*job.dataset, *self.extra, f"data.workers={self.build_workers}", "data.progress=false"],
+                self.conf,
+            )
+            path = build_dataset(cfg)
+            self.log.append({"build": str(path), "seconds": time.monotonic() - t0})
+            return True
+        key = " ".join(sorted([*job.dataset, *self.extra]))
+        with self.guard:
+            lock = self.built.setdefault(key, threading.Lock())
+        with lock:  # the first job of a dataset builds it; the others wait for it
+            done = STUDIES / "datasets" / f"{_key_hash(key)}.done"
+            if done.exists() and done.read_text() == key:
+                return True
+            cmd = [
+                sys.executable,
+                "run.py",
+                "task=build_dataset",
+                *job.dataset,
+                *self.extra,  # those that change the dataset (data.n_fields, ...) must reach the build
+                f"data.workers={self.build_workers}",
+                "data.progress=false",
+                f"hydra.run.dir={STUDIES / 'datasets' / 'runs' / str(_key_hash(key))}",
+            ]
+            t0 = time.monotonic()
+            rc = self._run(cmd, STUDIES / "datasets" / f"{_key_hash(key)}.log", self._remaining())
+            self.log.append({"build": key, "rc": rc, "seconds": time.monotonic() - t0})
+            if rc == 0:
+                done.write_text(key)
+            return rc == 0
+
+    def __call__(self, job: Job) -> dict:
+        run_dir = STUDIES / job.study / job.name
+        record = {**asdict(job), "run_dir": str(run_dir), "status": "skipped (deadline)"}
+        if (run_dir / "metrics.json").exists():
+            record["status"] = "done before"
+            return record
+        typical = float(np.median(self.durations)) if self.durations else 0.0
+        if self._remaining() < 1.1 * typical:
+            return record
+        if not self._dataset(job):
+            record["status"] = "dataset build failed"
+            return record
+        cmd = [
+            sys.executable,
+            "run.py",
+            *job.overrides,
+            f"seed={job.seed}",
+            *RUN_DEFAULTS,
+            *self.extra,
+            f"hydra.run.dir={run_dir}",
+        ]
+        t0 = time.monotonic()
+        rc = self._run(cmd, run_dir.parent / f"{run_dir.name}.log", self._remaining())
+        seconds = time.monotonic() - t0
+        if rc == 0:
+            self.durations.append(seconds)
+        record.update(
+            status="done" if rc == 0 else f"failed (rc {rc})", seconds=seconds, command=shlex.join(cmd)
+        )
+        print(
+            f"[{time.strftime('%H:%M:%S')}] {job.study}/{job.name}: {record['status']} in {seconds:.0f} s",
+            flush=True,
+        )
+        return record
+
+    def run(self, jobs: list[Job]) -> list[dict]:
+        if not self.in_process:
+            with ThreadPoolExecutor(self.jobs) as pool:
+                return list(pool.map(self, jobs))
+        return self._run_in_process(jobs)
+
+    def _run_in_process(self, jobs: list[Job]) -> list[dict]:
+        """Each of ``jobs`` worker processes imports the library once and calls train() for run after
+        run (on a loaded CPU the imports cost as much as a small training)."""
+        records, pending, running = [], list(jobs), {}
+        with ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            while pending or running:
+                while pending and len(running) < self.jobs:
+                    job = pending.pop(0)
+                    run_dir = STUDIES / job.study / job.name
+                    record = {**asdict(job), "run_dir": str(run_dir), "status": "skipped (deadline)"}
+                    typical = float(np.median(self.durations)) if self.durations else 0.0
+                    if (run_dir / "metrics.json").exists():
+                        record["status"] = "done before"
+                    elif self._remaining() >= 1.1 * typical and self._dataset(job):
+                        overrides = [*job.overrides, f"seed={job.seed}", *RUN_DEFAULTS, *self.extra]
+                        log = run_dir.parent / f"{run_dir.name}.log"
+                        future = pool.submit(
+                            train_in_process, overrides, str(run_dir), str(log), str(self.conf)
+                        )
+                        running[future] = (record, time.monotonic(), overrides)
+                        continue
+                    records.append(record)
+                if not running:
+                    break
+                timeout = None if self.end is None else max(self._remaining(), 0.0)
+                done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+                if not done:  # the deadline: stop the runs in flight
+                    for proc in list(getattr(pool, "_processes", {}).values()):
+                        proc.kill()
+                    for record, _, _ in running.values():
+                        records.append({**record, "status": "killed (deadline)"})
+                    break
+                for future in done:
+                    record, t0, overrides = running.pop(future)
+                    seconds = time.monotonic() - t0
+                    error = future.exception()
+                    if error is None:
+                        self.durations.append(seconds)
+                    status = "done" if error is None else f"failed ({type(error).__name__}: {error})"
+                    record.update(status=status, seconds=seconds, overrides_run=overrides)
+                    records.append(record)
+                    stamp = time.strftime("%H:%M:%S")
+                    print(
+                        f"[{stamp}] {record['study']}/{record['name']}: {status} in {seconds:.0f} s",
+                        flush=True,
+                    )
+        return records
+
+
+def compose(overrides: list[str], conf_dir: Path) -> DictConfig:
+    """conf/config.yaml of ``conf_dir`` (a snapshot of conf/ taken when the study started, so that
+    edits to conf/ while it runs do not change its runs) with the overrides."""
+    with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
+        return hydra_compose("config", overrides=overrides)
+
+
+def train_in_process(overrides: list[str], run_dir: str, log_path: str, conf_dir: str) -> None:
+    """``python run.py OVERRIDES`` without a new interpreter: the config, then the library's train().
+
+    Writes ``.hydra/overrides.yaml`` as a Hydra run would, so that reports key runs by what was set.
+    """
+    import contextlib
+    import logging
+
+    from hybrid.training.train import train
+
+    out = Path(run_dir)
+    (out / ".hydra").mkdir(parents=True, exist_ok=True)
+    (out / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+    cfg = compose([*overrides, f"run_dir={run_dir}"], Path(conf_dir))
+    with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        handler = logging.StreamHandler(log)
+        logging.getLogger().addHandler(handler)
+        try:
+            train(cfg)
+        finally:
+            logging.getLogger().removeHandler(handler)
+
+
+# --- reports --------------------------------------------------------------------------------------
+
+
+def _fmt(mean: float, std: float, digits: int = 3) -> str:
+    if np.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}f}" if np.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def grid_table(runs: list[Run]) -> pd.DataFrame:
+    """Mean and std over seeds per (noise, noise.rate, handling); rate-0 runs serve every noise kind."""
+    comparison = compare(
+        runs,
+        keys=["noise", "noise.rate", "handling"],
+        metrics=[*METRICS, *FLAG_METRICS],
+        sort="fnr_at_1pct_fpr",
+    )
+    t = comparison.table.copy()
+    t["noise.rate"] = t["noise.rate"].astype(float)
+    clean = t[t["noise.rate"] == 0]
+    kinds = sorted(set(t["noise"]))
+    t = pd.concat([t[t["noise.rate"] > 0], *[clean.assign(noise=k) for k in kinds]], ignore_index=True)
+    return t.sort_values(["noise", "noise.rate", "handling"]).reset_index(drop=True)
+
+
+def best_per_kind(t: pd.DataFrame) -> pd.DataFrame:
+    """Per noise kind, each handling's metrics averaged over the noisy rates, best FNR at 1% FPR first."""
+    noisy = t[t["noise.rate"] > 0]
+    cols = [f"{m}_mean" for m in METRICS]
+    mean = noisy.groupby(["noise", "handling"])[cols].mean().reset_index()
+    return mean.sort_values(["noise", "fnr_at_1pct_fpr_mean", "auc_mean"], ascending=[True, True, False])
+
+
+def _pivot_markdown(t: pd.DataFrame, metric: str) -> list[str]:
+    rates = sorted(t["noise.rate"].unique())
+    lines = ["| handling | " + " | ".join(f"{r:g}" for r in rates) + " |", "|---" * (len(rates) + 1) + "|"]
+    for handling, grp in t.groupby("handling"):
+        cells = []
+        for r in rates:
+            row = grp[grp["noise.rate"] == r]
+            cells.append(_fmt(row[f"{metric}_mean"].iat[0], row[f"{metric}_std"].iat[0]) if len(row) else "–")
+        lines.append(f"| {handling} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot_grid(runs: list[Run], out: Path) -> list[Path]:
+    """Per noise kind: each metric against the rate, one line per handling (mean ± std over seeds)."""
+    paths = []
+    clean = [r for r in runs if float(r.config.get("noise.rate", 0)) == 0]
+    for kind in sorted({r.config.get("noise") for r in runs}):
+        sub = [r for r in runs if r.config.get("noise") == kind and float(r.config.get("noise.rate", 0)) > 0]
+        sub += [Run(r.path, {**r.config, "noise": kind}, r.metrics) for r in clean]
+        c = compare(sub, keys=["noise.rate", "handling"], metrics=METRICS, sort="fnr_at_1pct_fpr")
+        paths.append(plot_metric_against(c, "noise.rate", out.parent / f"{out.name}_{kind}.png"))
+    return paths
+
+
+def plan_status(study_dir: Path) -> tuple[int, int, list[str]]:
+    """(runs planned, runs finished, names of planned runs without metrics) from the study's plan."""
+    plan = study_dir / "plan.json"
+    if not plan.exists():
+        return 0, 0, []
+    names = json.loads(plan.read_text())["runs"]
+    missing = [n for n in names if not (study_dir / n / "metrics.json").exists()]
+    return len(names), len(names) - len(missing), missing
+
+
+def grid_report(study_dir: Path, out: Path) -> Path:
+    runs, _ = find_runs([study_dir])
+    t = grid_table(runs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t.to_csv(out.with_suffix(".csv"), index=False)
+    best = best_per_kind(t)
+    plots = plot_grid(runs, out)
+    planned, finished, missing = plan_status(study_dir)
+    spec = yaml.safe_load(GRID_SPEC.read_text())
+    run_info = json.loads((study_dir / "plan.json").read_text()) if (study_dir / "plan.json").exists() else {}
+    lines = [
+        "# Label noise: injection and handling on the default benchmark",
+        "",
+        spec["description"].strip(),
+        "",
+        "## What ran",
+        "",
+        f"{len(runs)} finished runs in {study_dir.relative_to(ROOT)} "
+        f"({finished} of the {planned} planned by the last invocation). "
+        f"Seeds: {sorted({int(r.config.get('seed', 0)) for r in runs})}; rates: "
+        f"{sorted({float(r.config.get('noise.rate', 0)) for r in runs})}; handling: "
+        f"{sorted({str(r.config.get('handling')) for r in runs})}.",
+        "",
+        "Commands: " + "; ".join(f"`{c}`" for c in run_info.get("commands", [])),
+        "",
+        f"Extra overrides of every run (the study-size model): `{' '.join(run_info.get('extra', []))}`.",
+        "",
+    ]
+    if missing:
+        lines += [f"Planned but not finished (deadline or failure): {len(missing)} runs.", ""]
+    lines += [
+        "Each cell is the mean ± standard deviation over seeds (the training seed: initialisation, batch "
+        "order and which labels flip; the dataset stays the same). Rate 0 (no flips) is one set of runs "
+        "shared by every noise kind. Metrics on the clean test split: FNR at 1% FPR and ECE are "
+        "fixed-threshold and calibration metrics, which label noise moves more than the ranking (AUC).",
+        "",
+        "## Best method per noise kind",
+        "",
+        "Averaged over the noisy rates (> 0) that ran; ranked by FNR at 1% FPR (lower is better), then AUC.",
+        "",
+        "| noise kind | best handling | FNR at 1% FPR | AUC | ECE | runner-up | baseline (none) FNR |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind, grp in best.groupby("noise"):
+        top = grp.iloc[0]
+        second = grp.iloc[1]["handling"] if len(grp) > 1 else "–"
+        base = grp[grp["handling"] == "none"]
+        base_fnr = f"{base['fnr_at_1pct_fpr_mean'].iat[0]:.3f}" if len(base) else "–"
+        lines.append(
+            f"| {kind} | **{top['handling']}** | {top['fnr_at_1pct_fpr_mean']:.3f} | {top['auc_mean']:.4f} | "
+            f"{top['ece_mean']:.4f} | {second} | {base_fnr} |"
+        )
+    lines.append("")
+    for kind in sorted(t["noise"].unique()):
+        sub = t[t["noise"] == kind]
+        lines += [f"## Noise kind: {kind}", ""]
+        for metric, title in (
+            ("fnr_at_1pct_fpr", "FNR at 1% FPR"),
+            ("auc", "AUC"),
+            ("ece", "ECE"),
+        ):
+            lines += [f"{title} against the noise rate:", "", *_pivot_markdown(sub, metric), ""]
+        cleaners = sub[sub["flag_precision_mean"].notna() & (sub["noise.rate"] > 0)]
+        if len(cleaners):
+            lines += [
+                "Flagged labels of the cleaners against the injected flips (precision / recall):",
+                "",
+                "| handling | rate | precision | recall |",
+                "|---|---|---|---|",
+            ]
+            for _, row in cleaners.iterrows():
+                lines.append(
+                    f"| {row['handling']} | {row['noise.rate']:g} | "
+                    f"{_fmt(row['flag_precision_mean'], row['flag_precision_std'])} | "
+                    f"{_fmt(row['flag_recall_mean'], row['flag_recall_std'])} |"
+                )
+            lines.append("")
+        plot = out.parent / f"{out.name}_{kind}.png"
+        if plot in plots:
+            lines += [f"![{kind}]({plot.name})", ""]
+    lines += [f"The whole table: [{out.name}.csv]({out.name}.csv).", ""]
+    md = out.with_suffix(".md")
+    md.write_text("\n".join(lines))
+    return md
+
+
+def purity_report(study_dir: Path, out: Path) -> Path:
+    runs, _ = find_runs([study_dir])
+    plan = json.loads((study_dir / "plan.json").read_text())
+    labels = plan["labels"]
+    runs = [
+        Run(r.path, {**r.config, **labels[Path(r.path).name]}, r.metrics, r.predictions)
+        for r in runs
+        if Path(r.path).name in labels
+    ]
+    c: Comparison = compare(
+        runs, keys=["arm", "n_pure"], metrics=[*METRICS, "n_train"], sort="fnr_at_1pct_fpr"
+    )
+    c.table.to_csv(out.with_suffix(".csv"), index=False)
+    plot = plot_metric_against(
+        Comparison(c.table, c.keys, METRICS, c.sort, c.runs), "n_pure", out.parent / f"{out.name}_curve.png"
+    )
+    planned, finished, missing = plan_status(study_dir)
+    spec = yaml.safe_load(PURITY_SPEC.read_text())
+    t = c.table.sort_values(["n_pure", "fnr_at_1pct_fpr_mean"])
+    lines = [
+        "# Label noise: small pure against large impure training sets",
+        "",
+        spec["description"].strip(),
+        "",
+        f"Dataset: `{' '.join(spec['base'])}` (ZTF-like survey, GOTO-like curation: 10% of the fields vetted "
+        "by the truth, the rest labelled algorithmically -- known asteroids real, random detections bogus -- "
+        "plus injected transients). Each arm trains on a random subset of its label sources' training rows "
+        "(`train.max_rows`): N pure rows, or 10 N impure rows (capped by what the dataset holds: `n_train` "
+        "gives the rows actually used). Validation (early stopping) uses the dataset's validation split as "
+        "labelled; every run is scored on the same test split against the truth.",
+        "",
+        f"{len(runs)} finished runs ({finished} of the {planned} planned by the last invocation); "
+        f"extra overrides of every run: `{' '.join(plan.get('extra', []))}`. Commands: "
+        + "; ".join(f"`{c}`" for c in plan.get("commands", [])),
+        "",
+        "| N (pure rows) | arm | rows trained on | FNR at 1% FPR | AUC | ECE | seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for _, row in t.iterrows():
+        lines.append(
+            f"| {row['n_pure']} | {row['arm']} | {row['n_train_mean']:.0f} | "
+            f"{_fmt(row['fnr_at_1pct_fpr_mean'], row['fnr_at_1pct_fpr_std'])} | "
+            f"{_fmt(row['auc_mean'], row['auc_std'], 4)} | "
+            f"{_fmt(row['ece_mean'], row['ece_std'], 4)} | {row['n']} |"
+        )
+    if missing:
+        lines += ["", f"Planned but not finished (deadline or failure): {len(missing)} runs."]
+    lines += ["", f"![learning curve]({plot.name})", "", f"The table: [{out.name}.csv]({out.name}.csv).", ""]
+    md = out.with_suffix(".md")
+    md.write_text("\n".join(lines))
+    return md
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def write_plan(study_dir: Path, jobs: list[Job], extra: list[str]) -> None:
+    """Record the invocation in ``study_dir/plan.json``; the planned runs accumulate over invocations
+    with the same extra overrides (a study continued later, or in phases)."""
+    study_dir.mkdir(parents=True, exist_ok=True)
+    path = study_dir / "plan.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    if old.get("extra") != extra:
+        old = {}
+    command = shlex.join(["python", "experiments/label_noise.py", *sys.argv[1:]])
+    plan = {
+        "commands": [*old.get("commands", []), command],
+        "extra": extra,
+        "runs": list(dict.fromkeys([*old.get("runs", []), *(j.name for j in jobs)])),
+        "labels": {**old.get("labels", {}), **{j.name: j.labels for j in jobs}},
+    }
+    path.write_text(json.dumps(plan, indent=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["grid", "purity", "both", "report"])
+    p.add_argument("--kinds", nargs="+", help="noise kinds of the grid (default: the spec's)")
+    p.add_argument("--rates", nargs="+", help="noise rates of the grid (default: the spec's)")
+    p.add_argument("--handlings", nargs="+", help="handling methods of the grid (default: the spec's)")
+    p.add_argument("--sizes", nargs="+", type=int, help="pure-set sizes N of the purity study")
+    p.add_argument("--arms", nargs="+", help="arms of the purity study (default: the spec's)")
+    p.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the specs')")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once")
+    p.add_argument("--build-workers", type=int, default=2, help="processes of each dataset build")
+    p.add_argument("--deadline", type=float, help="seconds after which no run starts or continues")
+    p.add_argument(
+        "--in-process", action="store_true", help="train in --jobs worker processes (no interpreter per run)"
+    )
+    p.add_argument("--reports", type=Path, default=ROOT / "reports")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides of every run (e.g. the study-size model)")
+    args = p.parse_intermixed_args(argv)
+    grid_spec, purity_spec = yaml.safe_load(GRID_SPEC.read_text()), yaml.safe_load(PURITY_SPEC.read_text())
+    if args.seeds:
+        grid_spec["seeds"] = purity_spec["seeds"] = args.seeds
+    queues = []
+    if args.what in ("grid", "both"):
+        jobs = grid_jobs(grid_spec, kinds=args.kinds, rates=args.rates, handlings=args.handlings)
+        write_plan(STUDIES / "label_noise", jobs, args.overrides)
+        queues.append(jobs)
+    if args.what in ("purity", "both"):
+        jobs = purity_jobs(purity_spec, sizes=args.sizes, arms=args.arms)
+        write_plan(STUDIES / "label_noise_purity", jobs, args.overrides)
+        queues.append(jobs)
+    if queues:
+        runner = Runner(
+            jobs=args.jobs,
+            deadline=args.deadline,
+            extra=args.overrides,
+            build_workers=args.build_workers,
+            in_process=args.in_process,
+        )
+        records = runner.run(by_seed(*queues))
+        (STUDIES / f"runs-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(
+            json.dumps({"runs": records, "builds": runner.log}, indent=1)
+        )
+        done = sum(r["status"] == "done" for r in records)
+        print(f"{done} runs done, {len(records) - done} not", flush=True)
+    for name, report in (("label_noise", grid_report), ("label_noise_purity", purity_report)):
+        study_dir = STUDIES / name
+        if study_dir.exists() and any(study_dir.rglob("metrics.json")):
+            print("report:", report(study_dir, args.reports / name))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
