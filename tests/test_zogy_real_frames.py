@@ -12,7 +12,7 @@ from hybrid.psf import MoffatPSF, fit_moffat
 from hybrid.subtraction.psf_estimation import estimate_psf, fit_flux_ratio
 from hybrid.subtraction.tiling import TiledPSF, make_tiles
 from hybrid.subtraction.zogy import ZOGYSubtractor, registration_model
-from tests.test_subtraction import ZP_REF, ZP_SCI, make_exposure, noise_pair, star_pair
+from tests.test_subtraction import ZP_REF, ZP_SCI, make_exposure, noise_pair, psf_flux, star_pair
 
 
 @pytest.mark.parametrize("fwhm", [2.5, 3.5])
@@ -199,3 +199,41 @@ def test_registration_model_tracks_a_gradient_and_ignores_outliers() -> None:
     few = pd.DataFrame({"x": x[8:14], "y": y[8:14], "dx": dx[8:14], "dy": dy[8:14]})
     const, _ = registration_model(few, (1024, 1024))  # too few stars for a plane: a constant offset
     assert const(0.0, 0.0) == const(1000.0, 1000.0)
+
+
+def test_configured_defaults_keep_transient_flux_within_one_percent() -> None:
+    """conf/subtraction/zogy.yaml on a misregistered star field with a sky offset: the flux of
+    injected transients is recovered within 1% (mean of 9, each measured to ~1%) and the static
+    stars subtract to about the noise."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from hybrid.bench.subtraction import CONF_DIR
+
+    rng = np.random.default_rng(64)
+    shape = (384, 384)
+    gy, gx = np.mgrid[30:355:27, 30:355:27]
+    xs, ys = gx.ravel() + rng.uniform(-2, 2, gx.size), gy.ravel() + rng.uniform(-2, 2, gy.size)
+    flux = 10 ** rng.uniform(4, 5, gx.size)
+    ty, tx = np.mgrid[70:315:120, 70:315:120]  # between the stars of the grid
+    tx, ty = tx.ravel() + 13.0, ty.ravel() + 13.0  # pixel centres: psf_flux does not interpolate
+    transients = list(zip(tx, ty, np.full(tx.size, 3e4), strict=True))
+    f_r = 10 ** (0.4 * (ZP_REF - ZP_SCI))
+    stars = list(zip(xs, ys, flux, strict=True))
+    sci = make_exposure(rng, shape, 3.2, 10.0, ZP_SCI, stars + transients, source="sci")
+    ref_stars = list(zip(xs - 0.2, ys + 0.1, f_r * flux, strict=True))
+    ref = make_exposure(rng, shape, 2.2, 4.0, ZP_REF, ref_stars, source="ref")
+    sci.image += np.float32(2.0)
+    diff = instantiate(OmegaConf.load(CONF_DIR / "zogy.yaml")).subtract(sci, ref)
+    assert diff.meta["fallbacks"] == []
+    ratios = []
+    for x, y, f in transients:
+        measured, err = psf_flux(diff, round(x), round(y))
+        assert err < 0.015 * f
+        ratios.append(measured / f)
+    assert np.mean(ratios) == pytest.approx(1.0, abs=0.01)
+    static = np.ones(shape, bool)
+    for x, y, _ in transients:
+        static[round(y) - 12 : round(y) + 13, round(x) - 12 : round(x) + 13] = False
+    static[:30], static[-30:], static[:, :30], static[:, -30:] = False, False, False, False
+    assert np.nanmean(diff.image[static] ** 2 / diff.variance[static]) < 1.3
