@@ -193,8 +193,9 @@ def run(cfg: DictConfig, *, out_dir: str | Path = "reports", fields: int | None 
         braai_bundle = _bundle(ServingModel(braai), work / "braai", {}, golden)
 
         e2e = {
-            "default": end_to_end(default, alerts, n, work),
-            "braai": end_to_end(braai_bundle, alerts, n, work),
+            "default": end_to_end(default, alerts, n, work, "process"),
+            "default_threads": end_to_end(default, alerts, n, work, "thread"),
+            "braai": end_to_end(braai_bundle, alerts, n, work, "process"),
         }
         stage = {"default": stages(default, alerts), "braai": stages(braai_bundle, alerts)}
 
@@ -225,6 +226,8 @@ def run(cfg: DictConfig, *, out_dir: str | Path = "reports", fields: int | None 
             "processor": platform.processor(),
             "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__,
+            "niceness": os.nice(0),
+            "autogroup_nice": _autogroup_nice(),
             "load_average_1_5_15_min_before": [round(x, 2) for x in load_before],
             "load_average_1_5_15_min_after": [round(x, 2) for x in load_after],
         },
@@ -248,6 +251,23 @@ def run(cfg: DictConfig, *, out_dir: str | Path = "reports", fields: int | None 
     return out / "bench_predict.md"
 
 
+def _autogroup_nice() -> int | None:
+    """The nice value of this process's scheduler autogroup (Linux), which is what weighs it against
+    other sessions' processes when autogrouping is on; None elsewhere."""
+    try:
+        return int(Path("/proc/self/autogroup").read_text().split("nice")[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _priority_note(m: dict) -> str:
+    parts = [f"niceness {m['niceness']}" if m["niceness"] else ""]
+    if m.get("autogroup_nice"):
+        parts.append(f"scheduler autogroup at nice {m['autogroup_nice']}, so this run had most of the CPU")
+    text = "; ".join(p for p in parts if p)
+    return f" (this run: {text})." if text else "."
+
+
 def _markdown(r: dict) -> str:
     m, e, s, st, g = (
         r["machine"],
@@ -262,7 +282,8 @@ def _markdown(r: dict) -> str:
         f"Written by `hybrid bench predict`: {m['cpus']} CPUs, onnxruntime {m['onnxruntime']}, "
         f"torch {m['torch']}. "
         f"Load average (1, 5, 15 min) {m['load_average_1_5_15_min_before']} before and "
-        f"{m['load_average_1_5_15_min_after']} after the run; other processes shared the CPU.",
+        f"{m['load_average_1_5_15_min_after']} after the run; other processes shared the CPU"
+        + _priority_note(m),
         "",
         f"Input: {r['alerts']['n']:,} alerts cycling through {r['alerts']['source']}, in Fink's "
         f"Parquet layout (gzipped FITS cutouts). Default bundle: {r['default_bundle']}.",
