@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p_study = sub.add_parser("study", help="run an ablation study (experiments/*.yaml) and write its report")
     p_study.add_argument("spec", type=Path)
     p_study.add_argument("--report-only", action="store_true", help="regenerate the report from the runs")
+    p_study.add_argument("--seeds", type=int, nargs="+", help="run these seeds instead of the spec's")
     p_study.add_argument("--out", type=Path, default=Path("reports"), help="reports directory")
     p_study.add_argument("overrides", nargs="*", help="extra Hydra overrides (a separate study directory)")
     p_drift = sub.add_parser("drift", help="drift tests of CURRENT candidates against REFERENCE ones")
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         from hybrid.tracking import load_study, run_study
 
         study = load_study(args.spec)
+        study.seeds = args.seeds or study.seeds
         print(run_study(study, overrides=args.overrides, reports_dir=args.out, run=not args.report_only))
     elif args.verb == "drift":
         from hybrid.monitoring import drift_report, format_report, write_report
