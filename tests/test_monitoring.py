@@ -182,6 +182,19 @@ def test_hybrid_drift_on_candidate_tables(tmp_path: Path, capsys: pytest.Capture
     saved = json.loads((tmp_path / "out" / "drift.json").read_text())
     assert saved["drifted"] and {r["test"] for r in saved["results"]} == {"psi", "ks", "classifier"}
     assert (tmp_path / "out" / "drift.md").read_text().startswith("reference: 400")
+    # scores alone (the output of `hybrid predict`): PSI only
+    for name in ("ref", "cur"):
+        pd.read_parquet(tmp_path / f"{name}.parquet")[["score"]].to_parquet(
+            tmp_path / f"{name}_scores.parquet"
+        )
+    scores_only = [str(tmp_path / f"{name}_scores.parquet") for name in ("ref", "cur")]
+    assert main(["drift", *scores_only, "--out", str(tmp_path / "scores")]) == 0
+    saved = json.loads((tmp_path / "scores" / "drift.json").read_text())
+    assert [r["test"] for r in saved["results"]] == ["psi"] and set(saved["skipped"]) == {
+        "ks",
+        "mmd",
+        "classifier",
+    }
 
 
 def test_hybrid_drift_scores_and_embeds_datasets_with_a_run_model(tiny_run: Path, tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ def load_sample(
         scores = table["score"].to_numpy(float) if "score" in table else None
         numeric = table.select_dtypes("number").columns
         names = [c for c in numeric if c in FEATURE_UNITS or c.startswith("ctx_")]
-        features = table[names].reset_index(drop=True)
+        features = table[names].reset_index(drop=True) if names else None  # e.g. `hybrid predict` output
         return MonitorSample(scores=scores, features=features, groups=exposure_groups(table))
     if run_dir is None:
         ds = read_dataset(path)
