@@ -395,13 +395,15 @@ def report(df: pd.DataFrame, args: argparse.Namespace, base: list[str], seconds:
             if seconds
             else " (this invocation only rewrote the report)."
         ),
+        f"- Parts run: {args.parts} (see the module docstring of experiments/cross_survey.py).",
         f"- Surveys: {', '.join(args.surveys)}; {args.fields} simulated fields each (ZOGY, truth labels, "
         "test split by object); the same pipeline config for every survey except the survey profile.",
         f"- Training: {args.epochs} epochs at most (early stopping on the source validation loss); "
         f"overrides for every run: `{' '.join(o for o in base if not o.startswith(EXECUTION_ONLY))}`.",
         "- Adapters: `none` (raw stamps: each survey's pixels, the model's noise normalisation and central "
         'crop); `harmonise` (flux-conserving resampling to 1"/px, 31x31 px, PSF homogenised to 3.5" '
-        "FWHM, noise normalised, features in uJy / arcsec / fractions); AdaBN (BatchNorm and feature "
+        "FWHM, noise normalised, features in uJy / arcsec / fractions); `resample only` (the same without "
+        "the PSF step); AdaBN (BatchNorm and feature "
         "statistics re-estimated on the target's unlabelled training split); DANN (survey head behind "
         "gradient reversal, trained against all other surveys' unlabelled training splits at once); "
         f"fine-tuning on N = {', '.join(str(n) for n in args.n)} labelled target candidates "
