@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     p_cmp.add_argument("--sort", help="metric to sort by, best first (default: the first metric)")
     p_cmp.add_argument("--x", help="plot each metric against this key")
     p_cmp.add_argument("--out", type=Path, help="write OUT.md, OUT.csv and plots (e.g. reports/my_sweep)")
+    p_cmp.add_argument("--title", help="the report's title")
+    p_cmp.add_argument("--description", default="", help="a paragraph under the title")
+    p_cmp.add_argument("--plots-of", type=Path, help="with --out: also show this run's own plots")
     p_study = sub.add_parser("study", help="run an ablation study (experiments/*.yaml) and write its report")
     p_study.add_argument("spec", type=Path)
     p_study.add_argument("--report-only", action="store_true", help="regenerate the report from the runs")
@@ -141,7 +144,16 @@ def main(argv: list[str] | None = None) -> int:
         result = compare(runs, keys=args.keys, metrics=args.metrics, sort=args.sort)
         print(result.markdown())
         if args.out:
-            print(write_report(result, args.out, x=args.x))
+            print(
+                write_report(
+                    result,
+                    args.out,
+                    x=args.x,
+                    title=args.title,
+                    description=args.description,
+                    plots_of=args.plots_of,
+                )
+            )
     elif args.verb == "study":
         from hybrid.tracking import load_study, run_study
 

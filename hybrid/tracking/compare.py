@@ -9,6 +9,7 @@ real-bogus literature plots them).
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,19 @@ _BOOKKEEPING = (
     "data.progress",
     "trainer.enable_progress",
 )
-_LOWER_IS_BETTER = ("fnr", "fpr", "ece", "nll", "brier", "loss", "missed", "error", "delay", "false_alarm")
+_LOWER_IS_BETTER = (
+    "fnr",
+    "fpr",
+    "false_",
+    "ece",
+    "nll",
+    "brier",
+    "loss",
+    "missed",
+    "error",
+    "delay",
+    "false_alarm",
+)
 
 
 def lower_is_better(metric: str) -> bool:
@@ -115,7 +128,7 @@ def compare(
 ) -> Comparison:
     """Group ``runs`` by ``keys`` (default: the keys that vary) and summarise ``metrics`` over seeds.
 
-    Rows are sorted by ``sort`` (default: the first metric), best first.
+    Rows are sorted by ``sort`` (default: the first metric), best first, or by a key's values.
     """
     if not runs:
         raise ValueError("no finished runs to compare (no metrics.json found)")
@@ -134,9 +147,11 @@ def compare(
     table = table.drop(columns=[c for c in table.columns if c.endswith("_count")]).reset_index()
     table = table.drop(columns=["_all"], errors="ignore")
     sort = sort or (metrics[0] if metrics else None)
-    if sort is not None:
+    if sort in keys:
+        table = table.sort_values(sort)
+    elif sort is not None:
         if f"{sort}_mean" not in table:
-            raise KeyError(f"sort metric {sort!r} is not among the metrics {metrics}")
+            raise KeyError(f"sort metric {sort!r} is not among the metrics {metrics} or the keys {keys}")
         table = table.sort_values(f"{sort}_mean", ascending=lower_is_better(sort), na_position="last")
     return Comparison(table.reset_index(drop=True), keys, metrics, sort, runs)
 
@@ -216,8 +231,10 @@ def write_report(
     x: str | None = None,
     title: str | None = None,
     description: str = "",
+    plots_of: Path | None = None,
 ) -> Path:
-    """``<out>.md`` (table and plots), ``<out>.csv`` (the table), ``<out>_<x>.png``, ``<out>_roc.png``."""
+    """``<out>.md`` (table and plots), ``<out>.csv`` (the table), ``<out>_<x>.png``, ``<out>_roc.png``;
+    with ``plots_of`` (a run directory), that run's own plots copied to ``<out>/`` and shown too."""
     out.parent.mkdir(parents=True, exist_ok=True)
     comparison.table.to_csv(out.with_suffix(".csv"), index=False)
     plots = []
@@ -227,21 +244,28 @@ def write_report(
         plots.append(plot_metric_against(comparison, x, out.parent / f"{out.name}_{x.replace('.', '_')}.png"))
     roc = plot_roc_overlay(comparison, out.parent / f"{out.name}_roc.png")
     plots += [roc] if roc else []
-    n_runs = len(comparison.runs)
+    if plots_of is not None:
+        (out.parent / out.name).mkdir(exist_ok=True)
+        for png in sorted((Path(plots_of) / "plots").glob("*.png")):
+            plots.append(Path(shutil.copy(png, out.parent / out.name / png.name)))
     lines = [f"# {title or out.name}", ""]
     if description:
         lines += [description.strip(), ""]
     lines += [
-        f"{n_runs} runs in {len(comparison.table)} groups; each cell is the mean ± standard deviation "
-        f"over the training seeds of its group (`seeds` = runs; the seeds vary initialisation, batches and augmentation, while the dataset stays the same unless `data.seed` is swept). Sorted by `{comparison.sort}`; best values in "
-        "bold. Metrics on each run's test split (split by object); lower is better for FNR, FPR and ECE.",
+        f"{len(comparison.runs)} runs in {len(comparison.table)} groups; each cell is the mean ± standard "
+        "deviation over the training seeds of its group (`seeds` = runs; the seeds vary initialisation, "
+        "batches and augmentation, while the dataset stays the same unless `data.seed` is swept). "
+        f"Sorted by `{comparison.sort}`; best values in bold. Metrics on each run's test split (split "
+        "by object); lower is better for FNR, FPR and ECE.",
         "",
         comparison.markdown(),
         "",
-        *[f"![{p.stem}]({p.name})" for p in plots],
+        *[f"![{p.stem}]({p.relative_to(out.parent)})" for p in plots],
         "",
-        "Runs: " + ", ".join(sorted({_relative(Path(r.path).parent) for r in comparison.runs})),
     ]
+    if plots_of is not None:
+        lines += [f"Plots of one run: {_relative(Path(plots_of))}.", ""]
+    lines.append("Runs: " + ", ".join(sorted({_relative(Path(r.path).parent) for r in comparison.runs})))
     md = out.with_suffix(".md")
     md.write_text("\n".join(lines) + "\n")
     return md

@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from hybrid.tracking.compare import compare, write_report
-from hybrid.tracking.runs import find_runs
+from hybrid.tracking.runs import Run, find_runs
 
 __all__ = ["Study", "load_study", "run_study"]
 
@@ -100,6 +100,12 @@ def load_study(path: Path) -> Study:
     return Study(**{**spec, "compare": spec.get("compare") or {}})
 
 
+def _trainer(run: Run) -> str:
+    """Where a run trained, for the report (``trainer.accelerator``, and the precision on GPUs)."""
+    accelerator, precision = run.get("trainer.accelerator"), run.get("trainer.precision")
+    return f"{accelerator}" if precision is None else f"{accelerator}, {precision}"
+
+
 def run_study(
     study: Study,
     *,
@@ -129,12 +135,8 @@ def run_study(
     defining = [o for o in overrides if study.tag([o]) != study.name]
     if defining:
         description += f"\n\nRun with the extra overrides `{' '.join(defining)}`."
-    trainers = sorted(
-        {f"{r.get('trainer.accelerator')}, precision {r.get('trainer.precision')}" for r in runs}
-    )
-    description += (
-        f"\n\nTrainer: {'; '.join(trainers)}. Rerun with `hybrid study experiments/{study.name}.yaml"
-    )
+    trainers = "; ".join(sorted({_trainer(r) for r in runs}))
+    description += f"\n\nTrainer: {trainers}. Rerun with `hybrid study experiments/{study.name}.yaml"
     description += f" {' '.join(defining)}`." if defining else "`."
     return write_report(
         comparison, reports_dir / tag, x=c.get("x"), title=study.name, description=description
