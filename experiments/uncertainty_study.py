@@ -91,6 +91,8 @@ def main() -> Path:
                     reliability[(pname, scaled)] = (y, pred.positive())
             mi[(pname, sname)] = samples.real_bogus(t).mutual_info
     table = pd.DataFrame(rows)
+    (args.out / "uncertainty").mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out / "uncertainty" / "results.csv", index=False)
     figs = _plots(table, reliability, mi, args.out / "uncertainty")
     meta = {
         "members": args.members,
@@ -106,6 +108,11 @@ def main() -> Path:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, shared CPU",
     }
     return _write(table, meta, figs, args.out)
+
+
+def _value(table: pd.DataFrame, predictor: str, scaled: bool, test_set: str, metric: str) -> float:
+    sel = (table["predictor"] == predictor) & (table["scaled"] == scaled) & (table["test set"] == test_set)
+    return float(table.loc[sel, metric].iloc[0])
 
 
 def _reliability(ax: plt.Axes, y: np.ndarray, p: np.ndarray, label: str) -> None:
@@ -127,9 +134,7 @@ def _plots(table: pd.DataFrame, reliability: dict, mi: dict, out: Path) -> list[
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
         for scaled in (False, True):
             y, p = reliability[(pname, scaled)]
-            ece = table.query("predictor == @pname and scaled == @scaled and `test set` == 'base test'")[
-                "ece"
-            ].iloc[0]
+            ece = _value(table, pname, scaled, "base test", "ece")
             _reliability(ax, y, p, f"{'temperature-scaled' if scaled else 'raw'} (ECE {ece:.3f})")
         ax.set(title=pname, xlabel="predicted probability of real")
         ax.legend(fontsize=7)
@@ -145,10 +150,7 @@ def _plots(table: pd.DataFrame, reliability: dict, mi: dict, out: Path) -> list[
         (axes[2], "auroc_err_mutual_info", "error-detection AUROC of mutual information"),
     ):
         for i, pname in enumerate(predictors):
-            vals = [
-                table.query("predictor == @pname and scaled and `test set` == @s")[metric].iloc[0]
-                for s in sets
-            ]
+            vals = [_value(table, pname, True, s, metric) for s in sets]
             ax.bar(x + i * width, vals, width, label=pname)
         ax.set_xticks(
             x + width * (len(predictors) - 1) / 2,
