@@ -170,15 +170,17 @@ def main(argv: list[str] | None = None) -> int:
         print(format_report(report))
         print(write_report(report, args.out))
     elif args.verb == "list":
+        from hybrid.active import ACQUISITIONS, LABELLERS
         from hybrid.adapters import TEST_TIME_ADAPTERS
         from hybrid.context import ASSOCIATORS
         from hybrid.curation import LABEL_SOURCES
         from hybrid.data.readers import READERS
         from hybrid.models import FUSIONS, IMAGE_ENCODERS, TABULAR_ENCODERS
+        from hybrid.monitoring import DRIFT_TESTS
         from hybrid.subtraction import SUBTRACTORS
 
         registries = (SUBTRACTORS, LABEL_SOURCES, ASSOCIATORS, IMAGE_ENCODERS, TABULAR_ENCODERS, FUSIONS)
-        for reg in (*registries, READERS, TEST_TIME_ADAPTERS):
+        for reg in (*registries, READERS, TEST_TIME_ADAPTERS, DRIFT_TESTS, ACQUISITIONS, LABELLERS):
             print(f"{reg.kind}s: {', '.join(reg.names())}")
     elif args.verb == "ingest":
         from hybrid.data.readers import alerts_to_dataset
