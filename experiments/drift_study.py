@@ -99,6 +99,11 @@ def main() -> Path:
         "n_reference": len(reference),
         "overrides": [*BASE, *MODEL, *args.overrides],
         "after": {k: DESCRIPTIONS[v] for k, v in AFTER.items()},
+        "model_trained_on": json.loads((args.model_dir / "member-0" / "metrics.json").read_text())["dataset"],
+        "datasets": {
+            "reference": str(dm.root),
+            **{k: str(dataset(STREAMS[k])) for k in ("clean-1", *AFTER.values())},
+        },
         "seconds": round(time.time() - t0, 1),
     }
     return _write(windows, summary, examples, meta, args.out)
@@ -140,6 +145,12 @@ def _write(windows: pd.DataFrame, summary: pd.DataFrame, examples: dict, meta: d
         f"{meta['segment']} candidates after the change, in windows of {meta['window']}; every test runs "
         f"on every window at alpha = {meta['alpha']} ({meta['permutations']} permutations for KS and MMD). "
         f"Ran in {meta['seconds']:.0f} s on 2 shared CPU cores.",
+        "",
+        "Datasets (content-hashed cache names): model trained on "
+        f"`{Path(meta['model_trained_on']).name}`; "
+        + ", ".join(f"{k} `{Path(v).name}`" for k, v in meta["datasets"].items())
+        + ". A different hash between the training data and the reference means the pipeline config "
+        "changed in between; reference and streams share one config, so the tests compare like with like.",
         "",
         "After the change point: "
         + "; ".join(f"**{k}**: {v}" for k, v in meta["after"].items())

@@ -24,14 +24,14 @@ from hybrid.training.data import CandidateDataModule
 from hybrid.training.train import make_datamodule
 
 SMALL = ["sim.shape=[512,512]", "data.progress=false"]
-BASE = [*SMALL, "data.name=base", "seed=0", "data.n_fields=80"]
+BASE = [*SMALL, "data.name=base", "data.seed=0", "data.n_fields=80"]
 _STREAM = [*SMALL, "data.name=stream", "data.n_fields=24"]
 STREAMS = {
-    "clean-1": [*_STREAM, "seed=1"],
-    "clean-2": [*_STREAM, "seed=2"],
-    "seeing": [*_STREAM, "seed=2", "survey.seeing_median=3.3", "survey.reference_seeing_factor=0.567"],
-    "naive": [*_STREAM, "seed=2", "subtraction=naive"],
-    "atlas": [*_STREAM, "seed=2", "survey=atlas"],
+    "clean-1": [*_STREAM, "data.seed=1"],
+    "clean-2": [*_STREAM, "data.seed=2"],
+    "seeing": [*_STREAM, "data.seed=2", "survey.seeing_median=3.3", "survey.reference_seeing_factor=0.567"],
+    "naive": [*_STREAM, "data.seed=2", "subtraction=naive"],
+    "atlas": [*_STREAM, "data.seed=2", "survey=atlas"],
 }
 DESCRIPTIONS = {
     "clean-1": "new fields (seed 1), no change",

@@ -103,6 +103,13 @@ def main() -> Path:
         "n_train": len(dm.splits["train"]),
         "n_val": len(dm.splits["val"]),
         "test_sets": {k: len(v) for k, v in sets.items()},
+        "datasets": {"base (val, test)": str(dm.root), **{k: str(dataset(STREAMS[k])) for k in SHIFTED}},
+        "members_trained_on": sorted(
+            {
+                json.loads((args.work / f"member-{i}" / "metrics.json").read_text())["dataset"]
+                for i in range(args.members)
+            }
+        ),
         "train_seconds": round(t_train, 1),
         "total_seconds": round(time.time() - t0, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, shared CPU",
@@ -199,6 +206,13 @@ def _write(table: pd.DataFrame, meta: dict, figs: list[Path], out: Path) -> Path
         "models (at most " + str(meta["max_shifted"]) + " candidates each, drawn at random). No test-time "
         f"rotation averaging. One training seed per member. Ran in {meta['total_seconds']:.0f} s "
         f"({meta['train_seconds']:.0f} s training) on {meta['machine']}.",
+        "",
+        "Datasets (content-hashed cache names; a different hash from the members' training data means the "
+        "pipeline config changed in between, which is itself a small shift): members trained on "
+        + ", ".join(f"`{Path(d).name}`" for d in meta["members_trained_on"])
+        + "; evaluated on "
+        + ", ".join(f"{k} `{Path(v).name}`" for k, v in meta["datasets"].items())
+        + ".",
         "",
         "Lower is better for NLL, Brier, ECE and error rate; error-detection AUROC is how well the "
         "uncertainty (entropy of the predictive, or mutual information) ranks wrong predictions above "

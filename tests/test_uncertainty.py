@@ -192,7 +192,7 @@ def export_and_predict(run: Path, bundle: Path, extra: list[str]) -> pd.DataFram
     assert main(["export", str(run), "--out", str(bundle), *extra]) == 0
     assert set(OUTPUTS) <= set(load_bundle(bundle).output_names)  # and the golden pair holds
     out = bundle.with_suffix(".parquet")
-    assert main(["predict", str(bundle), str(PARQUET), "--out", str(out), "--threads", "1"]) == 0
+    assert main(["predict", str(bundle), str(PARQUET), "--out", str(out), "--workers", "1"]) == 0
     table = pd.read_parquet(out)
     assert {"score", "p_sn", "score_std", "entropy", "mutual_info"} <= set(table.columns)
     assert (table["mutual_info"] >= 0).all() and (table["entropy"] <= np.log(2) + 1e-6).all()
