@@ -38,6 +38,8 @@ _BOOKKEEPING = (
     "data.progress",
     "trainer.enable_progress",
 )
+# counts and sizes: shown, never ranked
+_NOT_RANKED = ("n_", "parameters", "epochs")
 _LOWER_IS_BETTER = (
     "fnr",
     "fpr",
@@ -90,13 +92,14 @@ class Comparison:
         return out
 
     def markdown(self, digits: int = 4) -> str:
-        """The table as Markdown: ``mean ± std`` over seeds; the best value of each metric in bold."""
+        """The table as Markdown: ``mean ± std`` over seeds; the best value of each metric in bold
+        (counts such as ``n_test`` or ``parameters`` are shown, not ranked)."""
         head = [*self.keys, "seeds", *self.metrics]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         best = {}
         for m in self.metrics:
             col = self.table[f"{m}_mean"]
-            if col.notna().any():
+            if col.notna().any() and not m.startswith(_NOT_RANKED):
                 best[m] = col.min() if lower_is_better(m) else col.max()
         for _, row in self.table.iterrows():
             cells = [_fmt(row[k]) for k in self.keys] + [str(int(row["n"]))]
@@ -105,7 +108,8 @@ class Comparison:
                 if pd.isna(mean):
                     cells.append("—")
                     continue
-                text = f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if row["n"] > 1 else "")
+                places = 0 if m.startswith(_NOT_RANKED) and float(mean).is_integer() else digits
+                text = f"{mean:.{places}f}" + (f" ± {std:.{places}f}" if row["n"] > 1 else "")
                 cells.append(f"**{text}**" if m in best and mean == best[m] and len(self.table) > 1 else text)
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
