@@ -125,7 +125,9 @@ def _write(table: pd.DataFrame, meta: dict, out: Path) -> Path:
         f"scratch for {s['steps']} optimiser steps (batch 64, real-bogus loss only). BALD uses MC dropout "
         f"with {s['mc_samples']} samples; entropy and margin use the deterministic model. Seeds "
         f"{meta['seeds']}. `citizen_science`: majority vote of 5 volunteers whose skill (Beta, mean 0.8) "
-        f"fades to a coin flip at low S/N. Ran in {meta['seconds']:.0f} s on 2 shared CPU cores.",
+        f"fades to a coin flip at low S/N. Ran in {meta['seconds']:.0f} s on 2 shared CPU cores. Config "
+        f"overrides: `{' '.join(meta['overrides'])}`. For a binary classifier, maximum entropy and minimum "
+        "margin rank candidates identically (both are monotone in |p - 1/2|), so their curves coincide.",
         "",
         "| labeller | strategy | " + " | ".join(str(n) for n in sorted(agg["labels"].unique())) + " labels |",
         "|---|---|" + "---|" * agg["labels"].nunique(),
