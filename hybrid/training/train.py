@@ -29,6 +29,7 @@ from hybrid.evaluation import evaluate
 from hybrid.models import HybridModel
 from hybrid.noise.labels import LabelPipeline, label_pipeline
 from hybrid.taxonomy import TRANSIENT_TYPES
+from hybrid.tracking.wandb_labels import wandb_labels
 from hybrid.training.data import CandidateDataModule, SplitTensors
 from hybrid.training.module import HybridModule
 
@@ -47,8 +48,9 @@ def run_directory(cfg: DictConfig) -> Path:
 def make_model(cfg: DictConfig, *, in_chans: int, feature_names: list[str]) -> HybridModel:
     """The (untrained, unfitted) HybridModel of the config for the given stamp channels and features;
     :func:`build_model` fits it, export rebuilds a trained one from its run directory."""
-    image_encoder = instantiate(cfg.image_encoder) if cfg.get("image_encoder") else None
-    tabular_encoder = instantiate(cfg.tabular_encoder) if cfg.get("tabular_encoder") else None
+    inputs = set(cfg.inputs)
+    image_encoder = instantiate(cfg.image_encoder) if "image" in inputs else None
+    tabular_encoder = instantiate(cfg.tabular_encoder) if "catalog" in inputs else None
     return HybridModel(
         in_chans=in_chans,
         n_features=len(feature_names),
@@ -135,12 +137,13 @@ def _loggers(cfg: DictConfig, run_dir: Path) -> list:
     loggers: list = [CSVLogger(run_dir, name="csv", version="")]
     w = cfg.logger.wandb
     if w.enabled:
+        group, tags, name = wandb_labels(w)
         loggers.append(
             WandbLogger(
                 project=w.project,
-                group=w.group,
-                tags=list(w.tags),
-                name=w.name,
+                group=group,
+                tags=tags,
+                name=name,
                 save_dir=str(run_dir),
                 mode=w.mode,
                 config=OmegaConf.to_container(cfg, resolve=True),
@@ -159,7 +162,9 @@ def make_module(cfg: DictConfig, dm: CandidateDataModule, model: HybridModel) ->
 
         module_class = CoTeachingModule
         forget = resolve_forget_rate(cfg.coteaching.forget_rate, dm.splits["train"].table)
-        kwargs.update(peer=build_model(cfg, dm), forget_rate=forget, forget_epochs=cfg.coteaching.forget_epochs)
+        kwargs.update(
+            peer=build_model(cfg, dm), forget_rate=forget, forget_epochs=cfg.coteaching.forget_epochs
+        )
     from hybrid.adapters.stage import adapter_module  # imports hybrid.training itself
 
     module_class, extra = adapter_module(cfg, dm, model, module_class)  # DANN, when adapter.dann
@@ -231,7 +236,12 @@ def train(cfg: DictConfig) -> dict:
     """Build (or reuse) the dataset, train, evaluate on the test split; returns the test metrics."""
     run_dir = run_directory(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    done = run_dir / "metrics.json"
+    if cfg.train.skip_finished and done.exists() and (run_dir / "config.yaml").read_text() == config_yaml:
+        log.info("%s already finished with this config; not training again", run_dir)
+        return json.loads(done.read_text())
+    (run_dir / "config.yaml").write_text(config_yaml)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     torch.set_num_threads(int(cfg.train.threads) if cfg.train.threads else torch.get_num_threads())
 
@@ -265,7 +275,8 @@ def train(cfg: DictConfig) -> dict:
         for lg in loggers:
             lg.log_metrics({f"test/{k}": v for k, v in metrics.items() if isinstance(v, int | float)})
             if isinstance(lg, WandbLogger):
-                lg.log_image("test/plots", [str(p) for p in sorted((run_dir / "plots").glob("*.png"))])
+                for png in sorted((run_dir / "plots").glob("*.png")):
+                    lg.log_image(f"test/{png.stem}", [str(png)])
         _report(run_dir, metrics, loggers)
         return metrics
     finally:
