@@ -7,7 +7,6 @@ in training never leaks into the evaluation; completeness uses the truth magnitu
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -26,7 +25,8 @@ OFFSET_EDGES = np.array([0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 15.0])
 
 
 def evaluate(scored: pd.DataFrame, out_dir: str | Path | None = None, *, threshold: float = 0.5) -> dict:
-    """Metrics of a scored test table; with ``out_dir``, also writes metrics.json and plots/."""
+    """Metrics of a scored test table; with ``out_dir``, also writes plots/ and the completeness
+    tables (the caller writes metrics.json, once its own keys are added)."""
     y = scored["truth_real"].to_numpy(bool)
     score = scored["score"].to_numpy(float)
     metrics = real_bogus_metrics(y, score, threshold)
@@ -45,7 +45,6 @@ def evaluate(scored: pd.DataFrame, out_dir: str | Path | None = None, *, thresho
     if out_dir is not None:
         out = Path(out_dir)
         (out / "plots").mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         mag_curve.to_csv(out / "completeness_mag.csv", index=False)
         off_curve.to_csv(out / "completeness_offset.csv", index=False)
         plot_all(scored, metrics, confusion, mag_curve, off_curve, out / "plots", threshold)

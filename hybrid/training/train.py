@@ -271,7 +271,10 @@ def train(cfg: DictConfig) -> dict:
             labels.write(run_dir)
             metrics.update(labels.metrics())
         metrics.update(cross_survey_metrics(cfg, dm, module))  # other surveys, when adapter.targets
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        # written last and atomically: its presence marks a finished run (train.skip_finished)
+        tmp = run_dir / "metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2))
+        tmp.replace(run_dir / "metrics.json")
         for lg in loggers:
             lg.log_metrics({f"test/{k}": v for k, v in metrics.items() if isinstance(v, int | float)})
             if isinstance(lg, WandbLogger):
