@@ -269,8 +269,12 @@ def export_model(
         "sha256": {name: sha256(tmp / name) for name in files},
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    try:
+        load_bundle(tmp)  # a bundle that does not reproduce its golden pair never replaces a good one
+    except BundleError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     replace_directory(tmp, out)
-    load_bundle(out)  # refuse to leave a bundle behind that does not reproduce its golden pair
     return out
 
 

@@ -19,7 +19,10 @@ def drift_report(
     alpha: float = 0.05,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Results of the named tests (default: all registered), with ``drifted`` overall (any test)."""
+    """Results of the named tests (default: all registered), with ``drifted`` overall (any test).
+
+    Each test alarms at ``alpha``; the overall flag is uncorrected across tests, so on drift-free data
+    it fires at up to ``len(tests) * alpha`` (pass ``alpha / len(tests)`` for a Bonferroni bound)."""
     results, skipped = [], {}
     for test in build_tests(tests, alpha=alpha, seed=seed):
         missing = [
@@ -61,7 +64,11 @@ def format_report(report: dict[str, Any]) -> str:
     if ks and ks.get("top_features"):
         lines += ["", "features that moved most (KS, adjusted p):"]
         lines += [f"- {k}: KS {v['ks']:.3f}, p {v['p_adjusted']:.3g}" for k, v in ks["top_features"].items()]
-    lines += ["", f"overall: {'DRIFT' if report['drifted'] else 'no drift detected'}"]
+    lines += [
+        "",
+        "overall (any test; uncorrected across tests): "
+        + ("DRIFT" if report["drifted"] else "no drift detected"),
+    ]
     return "\n".join(lines) + "\n"
 
 

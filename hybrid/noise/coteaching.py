@@ -80,8 +80,11 @@ class CoTeachingModule(HybridModule):
         rb2, ty2 = self.peer(*inputs, stamps_normalized=True)
         n_keep = max(1, math.ceil(self.kept() * len(rb1)))
         with torch.no_grad():  # rank by the real-bogus loss: that is where the label noise is
-            small1 = torch.argsort(self.rb_loss(rb1, batch["label_real"], self.pos_weight))[:n_keep]
-            small2 = torch.argsort(self.rb_loss(rb2, batch["label_real"], self.pos_weight))[:n_keep]
+            # ranked by the unweighted loss: the class weight would push every real sample to the
+            # large-loss end and starve the minority class
+            unit = torch.ones_like(self.pos_weight)
+            small1 = torch.argsort(self.rb_loss(rb1, batch["label_real"], unit))[:n_keep]
+            small2 = torch.argsort(self.rb_loss(rb2, batch["label_real"], unit))[:n_keep]
         loss = self._head_losses(rb1, ty1, batch, small2) + self._head_losses(rb2, ty2, batch, small1)
         return loss, rb1
 

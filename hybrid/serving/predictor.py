@@ -229,9 +229,13 @@ class Predictor:
         out.parent.mkdir(parents=True, exist_ok=True)
         parts_dir = out.with_name(out.name + ".parts")
         parts_dir.mkdir(exist_ok=True)
+        in_out = _scored_keys([out])
+        for part in sorted(parts_dir.glob("part-*.parquet")):
+            if _scored_keys([part]) <= in_out:  # merged by a run killed before it removed its parts
+                part.unlink()
         done = _scored_keys([out, *sorted(parts_dir.glob("part-*.parquet"))])
         summary = PredictSummary(out)
-        n_part = len(list(parts_dir.glob("part-*.parquet")))
+        n_part = 1 + max((int(p.stem.split("-")[1]) for p in parts_dir.glob("part-*.parquet")), default=-1)
         bar = tqdm(unit="alert", desc=f"predict -> {out.name}", disable=not progress)
         for table, rejected in self.iter_scores(inputs, kind=kind):
             bar.update(len(table) + len(rejected))

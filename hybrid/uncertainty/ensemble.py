@@ -69,7 +69,9 @@ def train_ensemble(
             # the member's seed is not its data's: record the dataset for the loader
             record = {"dataset": str(dm.root), "epochs": epochs, "member": i, "seed": int(mcfg.seed)}
             (member_dir / "metrics.json").write_text(json.dumps(record, indent=2))
-            done.write_text(OmegaConf.to_yaml(mcfg, resolve=True))
+            tmp = done.with_name(done.name + ".tmp")  # config.yaml marks a finished member: atomic
+            tmp.write_text(OmegaConf.to_yaml(mcfg, resolve=True))
+            tmp.replace(done)
             log.info("ensemble member %d/%d trained (%d epochs)", i + 1, n_members, epochs)
         members.append(model.eval())
     return members
