@@ -70,6 +70,13 @@ def test_predict_skips_bad_alerts_with_reasons_and_is_append_safe(tiny_bundle: P
     assert len(final) == 8 + 6 and not final.duplicated(["source", "alert_id"]).any()
     pd.testing.assert_frame_equal(final.iloc[:8].reset_index(drop=True), first)
 
+    # a run killed after writing scores.parquet but before removing its parts: no row twice
+    parts.mkdir()
+    final.iloc[8:].to_parquet(parts / "part-000003.parquet", index=False)
+    predictor.predict_to_parquet([AVRO], out)
+    again = pd.read_parquet(out)
+    assert len(again) == len(final) and not again.duplicated(["source", "alert_id"]).any()
+
 
 def test_predict_cli_writes_uncertainty_columns_when_the_bundle_has_them(
     ensemble_bundle: Path, tmp_path: Path, capsys
