@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from shift_data import BASE, DESCRIPTIONS, MODEL, STREAMS, base_data, dataset, study_parser
 
+from hybrid.evaluation.evaluate import save_figure
 from hybrid.monitoring.describe import load_split
 from hybrid.uncertainty import (
     Ensemble,
@@ -146,7 +147,7 @@ def _plots(table: pd.DataFrame, reliability: dict, mi: dict, out: Path) -> list[
         ax.set(title=pname, xlabel="predicted probability of real")
         ax.legend(fontsize=7)
     axes[0].set_ylabel("fraction real (base test)")
-    paths.append(_save(fig, out / "reliability.png"))
+    paths.append(save_figure(fig, out / "reliability.png"))
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     x = np.arange(len(sets))
@@ -169,7 +170,7 @@ def _plots(table: pd.DataFrame, reliability: dict, mi: dict, out: Path) -> list[
         ax.set_title(title, fontsize=9)
     axes[2].axhline(0.5, color="grey", lw=0.8, ls="--")
     axes[0].legend(fontsize=7)
-    paths.append(_save(fig, out / "shift_metrics.png"))
+    paths.append(save_figure(fig, out / "shift_metrics.png"))
 
     fig, axes = plt.subplots(1, len(predictors) - 1, figsize=(4.5 * (len(predictors) - 1), 3.6))
     for ax, pname in zip(np.atleast_1d(axes), predictors[1:], strict=True):
@@ -180,15 +181,8 @@ def _plots(table: pd.DataFrame, reliability: dict, mi: dict, out: Path) -> list[
             ax.hist(mi[(pname, s)], bins, histtype="step", density=True, label=s.split(",")[-1].strip())
         ax.set(yscale="log", xlabel="mutual information (nats)", title=pname)
         ax.legend(fontsize=7)
-    paths.append(_save(fig, out / "mutual_information.png"))
+    paths.append(save_figure(fig, out / "mutual_information.png"))
     return paths
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def _write(table: pd.DataFrame, meta: dict, figs: list[Path], out: Path) -> Path:
