@@ -10,6 +10,10 @@ Two studies, one command each (specs beside this file):
 * ``purity`` (experiments/label_noise_purity.yaml): small pure (truth, N rows) against large impure
   (algorithmic, 10N rows) training sets, with and without handling, as a learning curve in N.
 
+``--grid-spec`` runs another grid of the same form: label_noise_noisy_val.yaml (validation labels as
+noisy as the training ones) and label_noise_fused.yaml (the fused model on a slice of the grid). A
+spec's ``sweep`` items with one value are set in every run; its name names the study and its report.
+
 ``both`` interleaves the two by seed. Every run is ``python run.py OVERRIDES hydra.run.dir=DIR`` (the
 library's train task, nothing copied), so its directory holds config.yaml, metrics.json and
 .hydra/overrides.yaml like any sweep's run, and runs that finished are skipped when the study is run
@@ -20,6 +24,7 @@ reports/label_noise.md and reports/label_noise_purity.md (tables, plots, the bes
 kind) from whatever runs exist, and says which runs of the plan are missing.
 
     python experiments/label_noise.py grid --jobs 2 [--rates 0 0.05 0.2] [OVERRIDES...]
+    python experiments/label_noise.py grid --grid-spec experiments/label_noise_fused.yaml --jobs 2
     python experiments/label_noise.py both --jobs 14 --deadline 480 trainer=gpu
     python experiments/label_noise.py report
 """
@@ -85,27 +90,33 @@ class Job:
 
 
 def sweep_axes(spec: dict) -> dict[str, list[str]]:
-    """``["noise=a,b", "noise.rate=0,0.1"]`` -> ``{"noise": ["a", "b"], "noise.rate": ["0", "0.1"]}``."""
-    axes = {}
-    for item in spec["sweep"]:
-        key, _, values = item.partition("=")
-        axes[key] = values.split(",")
-    return axes
+    """``["noise=a,b", "noise.splits=[train,val]"]`` -> ``{"noise": ["a", "b"], "noise.splits":
+    ["[train,val]"]}``, parsed as Hydra's sweeper parses them (a list value is one value)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(spec["sweep"])
+    return {
+        o.get_key_element(): list(o.sweep_string_iterator())
+        if o.is_sweep_override()
+        else [o.get_value_string()]
+        for o in parsed
+    }
 
 
 def grid_jobs(
     spec: dict, *, kinds: list[str] | None, rates: list[str] | None, handlings: list[str] | None
 ) -> list[Job]:
     axes = sweep_axes(spec)
-    kinds, rates = kinds or axes["noise"], rates or axes["noise.rate"]
-    handlings = handlings or axes["handling"]
+    kinds, rates = kinds or axes.pop("noise"), rates or axes.pop("noise.rate")
+    handlings = handlings or axes.pop("handling")
+    fixed = [f"{key}={values[0]}" for key, values in axes.items() if len(values) == 1]
     jobs = []
     for seed, rate, kind, handling in itertools.product(spec["seeds"], rates, kinds, handlings):
         if float(rate) == 0 and kind != kinds[0]:
             continue  # no flips: the same run for every kind
-        overrides = [f"noise={kind}", f"noise.rate={rate}", f"handling={handling}"]
+        overrides = [*fixed, f"noise={kind}", f"noise.rate={rate}", f"handling={handling}"]
         name = f"{kind}-{rate}-{handling}-s{seed}"
-        jobs.append(Job("label_noise", name, seed, overrides, [f"seed={seed}"]))
+        jobs.append(Job(spec["name"], name, seed, overrides, [f"seed={seed}"]))
     return jobs
 
 
@@ -430,7 +441,7 @@ def plan_status(study_dir: Path) -> tuple[int, int, list[str]]:
     return len(names), len(names) - len(missing), missing
 
 
-def grid_report(study_dir: Path, out: Path) -> Path:
+def grid_report(study_dir: Path, out: Path, spec: dict) -> Path:
     runs, _ = find_runs([study_dir])
     t = grid_table(runs)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -439,10 +450,9 @@ def grid_report(study_dir: Path, out: Path) -> Path:
     plots = plot_grid(runs, out)
     summary = plot_summary(best, out.parent / f"{out.name}_summary.png")
     planned, finished, missing = plan_status(study_dir)
-    spec = yaml.safe_load(GRID_SPEC.read_text())
     run_info = json.loads((study_dir / "plan.json").read_text()) if (study_dir / "plan.json").exists() else {}
     lines = [
-        "# Label noise: injection and handling on the default benchmark",
+        f"# Label noise: injection and handling on the default benchmark (`{spec['name']}`)",
         "",
         spec["description"].strip(),
         "",
@@ -608,6 +618,12 @@ def write_plan(study_dir: Path, jobs: list[Job], extra: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["grid", "purity", "both", "report"])
+    p.add_argument(
+        "--grid-spec",
+        type=Path,
+        default=GRID_SPEC,
+        help="the grid's spec (its name names the study and report)",
+    )
     p.add_argument("--kinds", nargs="+", help="noise kinds of the grid (default: the spec's)")
     p.add_argument("--rates", nargs="+", help="noise rates of the grid (default: the spec's)")
     p.add_argument("--handlings", nargs="+", help="handling methods of the grid (default: the spec's)")
@@ -623,13 +639,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reports", type=Path, default=ROOT / "reports")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of every run (e.g. the study-size model)")
     args = p.parse_intermixed_args(argv)
-    grid_spec, purity_spec = yaml.safe_load(GRID_SPEC.read_text()), yaml.safe_load(PURITY_SPEC.read_text())
+    grid_spec, purity_spec = (
+        yaml.safe_load(args.grid_spec.read_text()),
+        yaml.safe_load(PURITY_SPEC.read_text()),
+    )
     if args.seeds:
         grid_spec["seeds"] = purity_spec["seeds"] = args.seeds
     queues = []
     if args.what in ("grid", "both"):
         jobs = grid_jobs(grid_spec, kinds=args.kinds, rates=args.rates, handlings=args.handlings)
-        write_plan(STUDIES / "label_noise", jobs, args.overrides)
+        write_plan(STUDIES / grid_spec["name"], jobs, args.overrides)
         queues.append(jobs)
     if args.what in ("purity", "both"):
         jobs = purity_jobs(purity_spec, sizes=args.sizes, arms=args.arms)
@@ -649,7 +668,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         done = sum(r["status"] == "done" for r in records)
         print(f"{done} runs done, {len(records) - done} not", flush=True)
-    for name, report in (("label_noise", grid_report), ("label_noise_purity", purity_report)):
+    reports = {
+        grid_spec["name"]: lambda d, out: grid_report(d, out, grid_spec),
+        purity_spec["name"]: purity_report,
+    }
+    for name, report in reports.items():
         study_dir = STUDIES / name
         if study_dir.exists() and any(study_dir.rglob("metrics.json")):
             print("report:", report(study_dir, args.reports / name))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from hybrid.noise import (
     LabelPipeline,
     precision_recall,
 )
-from hybrid.noise.coteaching import CoTeachingModule, kept_fraction
+from hybrid.noise.coteaching import CoTeachingModule, kept_fraction, resolve_forget_rate
 from hybrid.noise.injection import FLIPPED, BogusToRealNoise, MagnitudeNoise, RealToBogusNoise, SymmetricNoise
 from hybrid.noise.losses import (
     BCELoss,
@@ -226,6 +227,28 @@ def test_kept_fraction_schedule() -> None:
     assert [kept_fraction(e, forget_rate=0.2, forget_epochs=4) for e in (0, 2, 4, 9)] == [1.0, 0.9, 0.8, 0.8]
 
 
+def test_forget_rate_auto_is_the_true_noise_rate_overall_or_per_labelled_class() -> None:
+    # labelled bogus: 1 of 4 wrong; labelled real: 2 of 4 wrong; overall 3 of 8
+    table = pd.DataFrame({"label_real": [0, 0, 0, 0, 1, 1, 1, 1], "truth_real": [0, 0, 0, 1, 1, 1, 0, 0]})
+    assert resolve_forget_rate("auto", table) == 3 / 8
+    assert resolve_forget_rate("auto", table, per_class=True) == (0.25, 0.5)
+    assert resolve_forget_rate(0.1, table, per_class=True) == (0.1, 0.1)
+
+
+def test_class_conditional_selection_keeps_the_small_losses_of_each_labelled_class() -> None:
+    module = CoTeachingModule(
+        small_model(0), small_model(1), forget_rate=(0.25, 0.5), forget_epochs=0, channels_last=False
+    )
+    losses = torch.tensor([0.1, 0.9, 0.5, 0.3, 0.7, 0.2, 0.8, 0.05])
+    label = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    # bogus rows 0-3 keep 3 of 4 (drop the 0.9); real rows 4-7 keep 2 of 4 (the 0.05 and the 0.2)
+    assert sorted(module.small_loss(losses, label).tolist()) == [0, 2, 3, 5, 7]
+    whole = CoTeachingModule(
+        small_model(0), small_model(1), forget_rate=0.5, forget_epochs=0, channels_last=False
+    )
+    assert sorted(whole.small_loss(losses, label).tolist()) == [0, 3, 5, 7]  # the 4 smallest of all 8
+
+
 def test_coteaching_updates_each_network_on_its_peers_small_loss_samples() -> None:
     module = CoTeachingModule(
         small_model(0), small_model(1), forget_rate=0.5, forget_epochs=0, channels_last=False
@@ -382,3 +405,42 @@ def test_training_with_label_noise_end_to_end(overrides: list[str], tmp_path: Pa
         assert metrics["flag_precision"] == 1.0
     if "train.max_rows=300" in overrides:
         assert metrics["n_train"] <= 300
+
+
+# --- the study's specs ----------------------------------------------------------------------------
+
+
+def _driver():  # experiments/label_noise.py (a script, not a package module)
+    import importlib.util
+
+    path = CONF.parent / "experiments" / "label_noise.py"
+    spec = importlib.util.spec_from_file_location("label_noise_driver", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["label_noise", "label_noise_noisy_val", "label_noise_fused"])
+def test_label_noise_grid_specs_plan_runs_that_compose(name: str) -> None:
+    import yaml
+
+    driver = _driver()
+    spec = yaml.safe_load((CONF.parent / "experiments" / f"{name}.yaml").read_text())
+    axes = driver.sweep_axes(spec)
+    jobs = driver.grid_jobs(spec, kinds=None, rates=None, handlings=None)
+    # the rate-0 runs are shared by every noise kind
+    n_noisy = sum(float(r) > 0 for r in axes["noise.rate"])
+    per_seed = len(axes["handling"]) * (1 + n_noisy * len(axes["noise"]))
+    assert len(jobs) == per_seed * len(spec["seeds"]) and len({j.name for j in jobs}) == len(jobs)
+    fixed = [f"{k}={v[0]}" for k, v in axes.items() if k not in ("noise", "noise.rate", "handling")]
+    assert all(j.study == name and j.overrides[: len(fixed)] == fixed for j in jobs)
+    for job in jobs[:: max(1, len(jobs) // 12)]:  # a spread of points: each composes and instantiates
+        cfg = load_config([*job.overrides, f"seed={job.seed}"])
+        point = dict(o.split("=", 1) for o in job.overrides)
+        noise = instantiate(cfg.noise)
+        assert type(noise) is LABEL_NOISE.get(point["noise"]) and noise.rate == float(point["noise.rate"])
+        assert f"[{','.join(noise.splits)}]" == point["noise.splits"]
+        assert list(cfg.inputs) == (
+            ["catalog"] if point["modality"] == "catalog_only" else ["image", "catalog"]
+        )

@@ -7,6 +7,12 @@ different errors keep one from confirming its own mistakes. The kept fraction fo
 schedule ``R(T) = 1 - min(T / T_k, 1) * tau`` over epochs T, with ``tau`` the forget rate (set it to
 the expected noise rate) and ``T_k`` the epochs over which it ramps up.
 
+Real-bogus sets are imbalanced (about a quarter real), and flips concentrate in the smaller class: 20%
+symmetric flips make about 40% of the "real" labels wrong but under 10% of the "bogus" ones. Ranking the
+whole batch then drops clean minority samples along with the flips. With ``per_class`` (the default) each
+labelled class is ranked on its own and keeps ``1 - min(T / T_k, 1) * tau_c``, with ``tau_c`` that class's
+own noise rate -- class-conditional small-loss selection, a deviation from the paper for imbalanced data.
+
 The two networks are trained by one optimiser on the sum of their losses, which equals two
 optimisers with the same settings (AdamW is per parameter). Evaluation, checkpoint selection and
 export use the first network (``module.model``); the peer is saved in the checkpoint too.
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -30,13 +37,25 @@ def kept_fraction(epoch: int, *, forget_rate: float, forget_epochs: int) -> floa
     return 1.0 - ramp * forget_rate
 
 
-def resolve_forget_rate(forget_rate: float | str, table: pd.DataFrame) -> float:
+def resolve_forget_rate(
+    forget_rate: float | str, table: pd.DataFrame, *, per_class: bool = False
+) -> float | tuple[float, float]:
     """``forget_rate``, or with ``auto`` the true noise rate of the training labels (the fraction whose
-    ``label_real`` differs from ``truth_real``), which Han et al. (2018) assume known; at most 0.5."""
+    ``label_real`` differs from ``truth_real``), which Han et al. (2018) assume known; at most 0.5.
+
+    With ``per_class``: the pair (tau of the rows labelled bogus, tau of the rows labelled real), from
+    each labelled class's own wrong fraction (``auto``) or the one given rate for both.
+    """
     if forget_rate != "auto":
-        return float(forget_rate)
-    wrong = table["label_real"].to_numpy(bool) != table["truth_real"].to_numpy(bool)
-    return float(min(wrong.mean(), 0.5)) if len(wrong) else 0.0
+        return (float(forget_rate),) * 2 if per_class else float(forget_rate)
+    label = table["label_real"].to_numpy(bool)
+    wrong = label != table["truth_real"].to_numpy(bool)
+
+    def rate(rows: np.ndarray) -> float:
+        return float(min(wrong[rows].mean(), 0.5)) if rows.any() else 0.0
+
+    everything = np.ones(len(label), bool)
+    return (rate(~label), rate(label)) if per_class else rate(everything)
 
 
 class CoTeachingModule(HybridModule):
@@ -44,26 +63,48 @@ class CoTeachingModule(HybridModule):
 
     Args:
         model, peer: two HybridModels of the same configuration, initialised differently.
-        forget_rate: tau, the fraction of each batch finally dropped as likely mislabelled.
+        forget_rate: tau, the fraction of each batch finally dropped as likely mislabelled; a pair
+            (tau of the rows labelled bogus, tau of those labelled real) ranks each labelled class on
+            its own (class-conditional selection).
         forget_epochs: T_k, epochs over which the dropped fraction ramps from 0 to tau.
         **kwargs: as :class:`HybridModule` (the per-sample ``rb_loss`` ranks the samples).
     """
 
     def __init__(
-        self, model: HybridModel, peer: HybridModel, *, forget_rate: float, forget_epochs: int = 10, **kwargs
+        self,
+        model: HybridModel,
+        peer: HybridModel,
+        *,
+        forget_rate: float | tuple[float, float],
+        forget_epochs: int = 10,
+        **kwargs,
     ) -> None:
-        if not 0.0 <= forget_rate < 1.0:
+        rates = tuple(forget_rate) if isinstance(forget_rate, tuple | list) else (forget_rate,)
+        if not all(0.0 <= r < 1.0 for r in rates):
             raise ValueError(f"coteaching.forget_rate must be in [0, 1), got {forget_rate}")
         super().__init__(model, **kwargs)
         self.peer = peer
         if self.channels_last:
             self.peer.to(memory_format=torch.channels_last)
-        self.forget_rate, self.forget_epochs = float(forget_rate), int(forget_epochs)
+        self.forget_rates, self.forget_epochs = tuple(float(r) for r in rates), int(forget_epochs)
 
-    def kept(self) -> float:
-        return kept_fraction(
-            self.current_epoch, forget_rate=self.forget_rate, forget_epochs=self.forget_epochs
-        )
+    def kept(self) -> list[float]:
+        """The kept fraction R(T) now: one, or (rows labelled bogus, rows labelled real)."""
+        return [
+            kept_fraction(self.current_epoch, forget_rate=r, forget_epochs=self.forget_epochs)
+            for r in self.forget_rates
+        ]
+
+    def small_loss(self, losses: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """Indices of the small-loss samples: the kept fraction of the batch, or of each labelled class."""
+        kept = self.kept()
+        groups = [torch.arange(len(losses), device=losses.device)]
+        if len(kept) == 2:
+            groups = [torch.nonzero(label == c).squeeze(1) for c in (0, 1)]
+        chosen = [
+            g[torch.argsort(losses[g])[: math.ceil(k * len(g))]] for g, k in zip(groups, kept, strict=True)
+        ]
+        return torch.cat(chosen)
 
     def _head_losses(
         self, rb: torch.Tensor, ty: torch.Tensor, batch: dict[str, torch.Tensor], index: torch.Tensor
@@ -78,15 +119,21 @@ class CoTeachingModule(HybridModule):
         inputs = self._inputs(batch, train)
         rb1, ty1 = self.model(*inputs, stamps_normalized=True)
         rb2, ty2 = self.peer(*inputs, stamps_normalized=True)
-        n_keep = max(1, math.ceil(self.kept() * len(rb1)))
+        label = batch["label_real"]
         with torch.no_grad():  # rank by the real-bogus loss: that is where the label noise is
             # ranked by the unweighted loss: the class weight would push every real sample to the
             # large-loss end and starve the minority class
             unit = torch.ones_like(self.pos_weight)
-            small1 = torch.argsort(self.rb_loss(rb1, batch["label_real"], unit))[:n_keep]
-            small2 = torch.argsort(self.rb_loss(rb2, batch["label_real"], unit))[:n_keep]
+            small1 = self.small_loss(self.rb_loss(rb1, label, unit), label)
+            small2 = self.small_loss(self.rb_loss(rb2, label, unit), label)
         loss = self._head_losses(rb1, ty1, batch, small2) + self._head_losses(rb2, ty2, batch, small1)
         return loss, rb1
 
     def on_train_epoch_end(self) -> None:
-        self.log("train/kept_fraction", self.kept())
+        names = (
+            ["kept_fraction"]
+            if len(self.forget_rates) == 1
+            else ["kept_fraction_bogus", "kept_fraction_real"]
+        )
+        for name, kept in zip(names, self.kept(), strict=True):
+            self.log(f"train/{name}", kept)

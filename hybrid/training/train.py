@@ -161,7 +161,11 @@ def make_module(cfg: DictConfig, dm: CandidateDataModule, model: HybridModel) ->
         from hybrid.noise.coteaching import CoTeachingModule, resolve_forget_rate  # imports hybrid.training
 
         module_class = CoTeachingModule
-        forget = resolve_forget_rate(cfg.coteaching.forget_rate, dm.splits["train"].table)
+        forget = resolve_forget_rate(
+            cfg.coteaching.forget_rate,
+            dm.splits["train"].table,
+            per_class=cfg.coteaching.get("per_class", False),
+        )
         kwargs.update(
             peer=build_model(cfg, dm), forget_rate=forget, forget_epochs=cfg.coteaching.forget_epochs
         )
