@@ -68,6 +68,7 @@ METRICS = ["auc", "fnr_at_1pct_fpr", "ece", "missed_detection_rate", "false_posi
 # threshold (0.5), which label noise shifts most; AUC, a ranking metric, is reported but not judged on
 RANKED = ["fnr_at_1pct_fpr", "ece", "missed_detection_rate", "false_positive_rate"]
 FLAG_METRICS = ["flag_precision", "flag_recall"]
+GRID_AXES = ("noise", "noise.rate", "handling")  # the sweep items a grid spec crosses
 # quiet, single-threaded runs (several share the machine); no W&B
 RUN_DEFAULTS = [
     "logger.wandb.enabled=false",
@@ -103,13 +104,19 @@ def sweep_axes(spec: dict) -> dict[str, list[str]]:
     }
 
 
+def fixed_overrides(spec: dict) -> list[str]:
+    """The spec's sweep items with one value, outside the grid's own axes: set in every run."""
+    axes = sweep_axes(spec)
+    return [f"{key}={values[0]}" for key, values in axes.items() if key not in GRID_AXES and len(values) == 1]
+
+
 def grid_jobs(
     spec: dict, *, kinds: list[str] | None, rates: list[str] | None, handlings: list[str] | None
 ) -> list[Job]:
     axes = sweep_axes(spec)
-    kinds, rates = kinds or axes.pop("noise"), rates or axes.pop("noise.rate")
-    handlings = handlings or axes.pop("handling")
-    fixed = [f"{key}={values[0]}" for key, values in axes.items() if len(values) == 1]
+    kinds, rates = kinds or axes["noise"], rates or axes["noise.rate"]
+    handlings = handlings or axes["handling"]
+    fixed = fixed_overrides(spec)
     jobs = []
     for seed, rate, kind, handling in itertools.product(spec["seeds"], rates, kinds, handlings):
         if float(rate) == 0 and kind != kinds[0]:
@@ -470,11 +477,7 @@ def grid_report(study_dir: Path, out: Path, spec: dict) -> Path:
         "",
         "Commands: " + "; ".join(f"`{c}`" for c in run_info.get("commands", [])),
         "",
-        "Set in every run: `"
-        + " ".join(
-            [*(f"{k}={v[0]}" for k, v in sweep_axes(spec).items() if len(v) == 1), *run_info.get("extra", [])]
-        )
-        + "`.",
+        "Set in every run: `" + " ".join([*fixed_overrides(spec), *run_info.get("extra", [])]) + "`.",
         "",
     ]
     if missing:
