@@ -477,6 +477,7 @@ def grid_report(study_dir: Path, out: Path, spec: dict) -> Path:
         "",
         "Commands: " + "; ".join(f"`{c}`" for c in run_info.get("commands", [])),
         "",
+        *_machine_line(run_info),
         "Set in every run: `" + " ".join([*fixed_overrides(spec), *run_info.get("extra", [])]) + "`.",
         "",
     ]
@@ -552,6 +553,17 @@ def grid_report(study_dir: Path, out: Path, spec: dict) -> Path:
     return md
 
 
+def _machine_line(plan: dict) -> list[str]:
+    """Where the runs ran, as their plan recorded it."""
+    m = plan.get("machine")
+    if not m:
+        return []
+    return [
+        f"Ran on: {m['cpus']} CPUs, GPU: {m.get('gpu') or 'none'}, {m['platform']}, Python {m['python']}.",
+        "",
+    ]
+
+
 def _label_quality(runs: list[Run]) -> list[str]:
     """A sentence on how wrong each label source of the runs' dataset is, from its training rows."""
     path = ROOT / str(runs[0].metrics.get("dataset", "")) / "candidates.parquet" if runs else None
@@ -602,6 +614,7 @@ def purity_report(study_dir: Path, out: Path) -> Path:
         f"extra overrides of every run: `{' '.join(plan.get('extra', [])) or 'none'}`. Commands: "
         + "; ".join(f"`{c}`" for c in plan.get("commands", [])),
         "",
+        *_machine_line(plan),
         "| N (pure rows) | arm | rows trained on | FNR at 1% FPR | AUC | ECE | MDR at 0.5 | FPR at 0.5 "
         "| seeds |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -635,8 +648,14 @@ def write_plan(study_dir: Path, jobs: list[Job], extra: list[str]) -> None:
     if old.get("extra") != extra:
         old = {}
     command = shlex.join(["python", "experiments/label_noise.py", *sys.argv[1:]])
+    import torch
+
+    from hybrid.bench.context import machine_info
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     plan = {
         "commands": [*old.get("commands", []), command],
+        "machine": {**machine_info(), "gpu": gpu},
         "extra": extra,
         "runs": list(dict.fromkeys([*old.get("runs", []), *(j.name for j in jobs)])),
         "labels": {**old.get("labels", {}), **{j.name: j.labels for j in jobs}},

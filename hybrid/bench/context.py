@@ -236,7 +236,8 @@ def _simulated(cfg: DictConfig, n_fields: int) -> dict:
     }
 
 
-def _machine() -> dict:
+def machine_info() -> dict:
+    """The machine a measurement ran on: CPU count, platform, Python version."""
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
 
 
@@ -257,7 +258,7 @@ def run(cfg: DictConfig, *, out_dir: str | Path = "reports", fields: int | None 
     held_out = _held_out(assoc, bts, kb, result)
     _plot(result, out_dir / "context_bts_offsets.png")
     sim = _simulated(cfg, fields or 4)
-    machine = _machine()
+    machine = machine_info()
 
     bts_json = {
         "machine": machine,
