@@ -387,6 +387,8 @@ def best_per_kind(t: pd.DataFrame) -> pd.DataFrame:
     mean = noisy.groupby(["noise", "handling"])[cols].mean().reset_index()
     ranked = [f"{m}_mean" for m in RANKED]
     base = mean[mean["handling"] == "none"].set_index("noise")[ranked]
+    if missing := sorted(set(mean["noise"]) - set(base.index)):
+        raise ValueError(f"no noisy runs with handling=none for {missing}: the report compares with them")
     ratios = mean[ranked].to_numpy() / base.loc[mean["noise"]].to_numpy()
     mean["relative_error"] = ratios.mean(axis=1)
     return mean.sort_values(["noise", "relative_error"])
@@ -501,7 +503,7 @@ def grid_report(study_dir: Path, out: Path, spec: dict) -> Path:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, grp in best.groupby("noise"):
-        top, second = grp.iloc[0], grp.iloc[1]
+        top, second = grp.iloc[0], grp.iloc[min(1, len(grp) - 1)]
         base = grp[grp["handling"] == "none"]
         base_cells = "–"
         if len(base):
