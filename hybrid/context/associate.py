@@ -14,6 +14,14 @@ returns the features of :data:`CONTEXT_FEATURE_UNITS` plus a context class and a
     catalogue", from priors on offset, host luminosity and redshift (Prost; see
     :mod:`hybrid.context.priors`). The transient's redshift is used when known.
 
+Stars may also come from the candidate itself: alerts carry their nearest sources in the survey's
+reference catalogue (ZTF: the three nearest Pan-STARRS1 sources within 30", with distances and the
+star-galaxy score of Tachibana & Miller 2018), named by ``nearby_sources``. A source with sgscore >=
+``star_sgscore`` is a star; the nearest star is the nearer of those and the knowledge base's, and a
+knowledge-base star wins when the two lie within ``dedup_radius`` of each other (the same star, and
+the catalogue says what kind of star). The simulated build computes the same features from the
+survey's own catalogue split at the same score (``conf/context/default.yaml``).
+
 Galaxies without a catalogued size are treated as compact ones of semi-major axis ``size_floor``
 (which also floors all sizes, since offsets below the seeing say nothing); without an axis ratio as
 round; without a position angle as aligned north-south. Features that cannot be defined are NaN, never
@@ -75,6 +83,8 @@ CONTEXT_TEXT_COLUMNS: tuple[str, ...] = (
     "ctx_host_name",
     "ctx_host_band",
     "ctx_nearest_star_class",
+    "ctx_nearest_star_catalog",  # catalogue of the nearest star ("VSX", "PS1", ...)
+    "ctx_nearest_agn_name",
     "ctx_sentence",
 )
 MODES: tuple[str, ...] = ("nearest", "dlr", "probabilistic")
@@ -145,6 +155,56 @@ def _take(values: np.ndarray, rows: np.ndarray, fill: Any) -> np.ndarray:
     return np.where(rows >= 0, values[np.maximum(rows, 0)], fill)
 
 
+@dataclass(frozen=True)
+class NearbyStars:
+    """The nearest star of each transient: distance (arcsec, NaN: none), sgscore, magnitude, class and
+    catalogue name ("" when unknown)."""
+
+    dist: np.ndarray
+    sgscore: np.ndarray
+    mag: np.ndarray
+    cls: np.ndarray
+    catalog: np.ndarray
+
+    def merge(self, other: NearbyStars, dedup_radius: float) -> NearbyStars:
+        """Per transient, the nearer star of the two; this one (the higher priority) when both lie
+        within ``dedup_radius`` of each other, as in the knowledge base's de-duplication."""
+        mine = np.isfinite(self.dist)
+        with np.errstate(invalid="ignore"):
+            keep = mine & ~(other.dist < self.dist - dedup_radius)
+        take = ~keep & np.isfinite(other.dist)
+        return NearbyStars(
+            *(
+                np.where(take, b, np.where(keep, a, fill))
+                for a, b, fill in (
+                    (self.dist, other.dist, np.nan),
+                    (self.sgscore, other.sgscore, np.nan),
+                    (self.mag, other.mag, np.nan),
+                    (self.cls, other.cls, ""),
+                    (self.catalog, other.catalog, ""),
+                )
+            )
+        )
+
+
+def _nearby_spec(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Checked ``nearby_sources`` option: lists of columns per quantity and a catalogue name."""
+    if not cfg:
+        return {}
+    cfg = dict(cfg)
+    unknown = sorted(set(cfg) - {"dist", "sgscore", "mag", "catalog"})
+    if unknown or "dist" not in cfg or "sgscore" not in cfg:
+        raise ValueError(
+            f"context nearby_sources {cfg!r}: needs 'dist' and 'sgscore' (lists of candidate columns), "
+            "optional 'mag' and 'catalog'"
+        )
+    out: dict[str, Any] = {k: [str(c) for c in cfg.get(k) or []] for k in ("dist", "sgscore", "mag")}
+    if len(out["sgscore"]) != len(out["dist"]) or (out["mag"] and len(out["mag"]) != len(out["dist"])):
+        raise ValueError(f"context nearby_sources {cfg!r}: dist, sgscore and mag must list as many columns")
+    out["catalog"] = str(cfg.get("catalog") or "survey")
+    return out
+
+
 @ASSOCIATORS.register("catalog")
 class ContextAssociator:
     """Associates candidates with catalogued hosts and returns their context features.
@@ -166,6 +226,10 @@ class ContextAssociator:
         priors: :class:`~hybrid.context.priors.HostPriors` options.
         rules: context-class rules (:mod:`hybrid.context.rules`), first match wins.
         mag_column, z_column, z_err_column: candidate-table columns read by :meth:`features`.
+        nearby_sources: candidate-table columns of the candidate's own nearest catalogue sources,
+            ``{dist: [...], sgscore: [...], mag: [...], catalog: "PS1"}`` (arcsec, score, mag; one
+            column per source), used by :meth:`features` when present (see the module docstring).
+        star_sgscore: sources of ``nearby_sources`` with sgscore >= this are stars.
         text: also write the class, host name and sentence columns.
     """
 
@@ -188,6 +252,8 @@ class ContextAssociator:
         mag_column: str | None = "mag_psf",
         z_column: str | None = None,
         z_err_column: str | None = None,
+        nearby_sources: Mapping[str, Any] | None = None,
+        star_sgscore: float = 0.5,
         text: bool = True,
     ) -> None:
         self._options = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -211,6 +277,8 @@ class ContextAssociator:
         self.mag_column = mag_column
         self.z_column = z_column
         self.z_err_column = z_err_column
+        self.nearby_sources = _nearby_spec(nearby_sources)
+        self.star_sgscore = float(star_sgscore)
         self.text = bool(text)
         self._kb: KnowledgeBase | None = None
         self._prepared: weakref.WeakKeyDictionary[KnowledgeBase, _Prepared] = weakref.WeakKeyDictionary()
@@ -229,7 +297,7 @@ class ContextAssociator:
         still written; this is the list a dataset's ``meta.json`` gives the model."""
         kinds = {s.kind for s in (*self.catalogs, *self.survey_catalog)}
         drop = set()
-        if "star" not in kinds:
+        if "star" not in kinds and not self.nearby_sources:
             drop |= {c for c in CONTEXT_FEATURE_UNITS if c.startswith("ctx_nearest_star_")}
         if "agn" not in kinds:
             drop.add("ctx_nearest_agn_dist")
@@ -331,6 +399,7 @@ class ContextAssociator:
         z_err: np.ndarray | None = None,
         kb: KnowledgeBase | None = None,
         text: bool | None = None,
+        nearby_stars: NearbyStars | None = None,
     ) -> pd.DataFrame:
         """Context features of transients at ``coords``.
 
@@ -347,6 +416,8 @@ class ContextAssociator:
             Defaults to the configured catalogue files.
         text : bool, optional
             Also return the class, host name and sentence (default: the associator's ``text``).
+        nearby_stars : NearbyStars, optional
+            The nearest star of each transient in its own survey catalogue (see the module docstring).
 
         Returns
         -------
@@ -426,15 +497,27 @@ class ContextAssociator:
             }
         )
         star_dist, star = _nearest(kb.star_index, ra, dec, self.star_radius)
-        out["ctx_nearest_star_dist"] = star_dist
-        out["ctx_nearest_star_sgscore"] = _take(kb.stars["sgscore"].to_numpy(float), star, np.nan)
-        out["ctx_nearest_star_mag"] = _take(kb.stars["mag"].to_numpy(float), star, np.nan)
-        out["ctx_nearest_agn_dist"] = _nearest(kb.agn_index, ra, dec, self.agn_radius)[0]
+        stars = NearbyStars(
+            star_dist,
+            _take(kb.stars["sgscore"].to_numpy(float), star, np.nan),
+            _take(kb.stars["mag"].to_numpy(float), star, np.nan),
+            _take(kb.stars["cls"].to_numpy(object), star, ""),
+            _take(kb.stars["catalog"].to_numpy(object), star, ""),
+        )
+        if nearby_stars is not None:
+            stars = stars.merge(nearby_stars, self.dedup_radius)
+        out["ctx_nearest_star_dist"] = stars.dist
+        out["ctx_nearest_star_sgscore"] = stars.sgscore
+        out["ctx_nearest_star_mag"] = stars.mag
+        agn_dist, agn = _nearest(kb.agn_index, ra, dec, self.agn_radius)
+        out["ctx_nearest_agn_dist"] = agn_dist
         out = out[list(CONTEXT_FEATURE_UNITS)]
         if text if text is not None else self.text:
             out["ctx_host_name"] = np.where(has, prep.name[h] if len(prep.name) else "", "")
             out["ctx_host_band"] = np.where(has, prep.band[h] if len(prep.band) else "", "")
-            out["ctx_nearest_star_class"] = _take(kb.stars["cls"].to_numpy(object), star, "")
+            out["ctx_nearest_star_class"] = stars.cls
+            out["ctx_nearest_star_catalog"] = stars.catalog
+            out["ctx_nearest_agn_name"] = _take(kb.agn["name"].to_numpy(object), agn, "")
             out["ctx_class"] = classify(out, self.rules) if self.rules else ""
             out["ctx_sentence"] = context_sentences(out.assign(ctx_search_radius=self.search_radius))
             out = out[[*CONTEXT_FEATURE_UNITS, *CONTEXT_TEXT_COLUMNS]]
@@ -476,6 +559,36 @@ class ContextAssociator:
         )
         return log_h, log_miss
 
+    def nearby_stars(self, candidates: pd.DataFrame) -> NearbyStars | None:
+        """The nearest star among the candidates' own ``nearby_sources`` columns (None when the table
+        has none of them): the nearest source with sgscore >= ``star_sgscore`` within ``star_radius``."""
+        spec = self.nearby_sources
+        if not spec or not any(c in candidates.columns for c in spec["dist"]):
+            return None
+        n = len(candidates)
+
+        def block(key: str) -> np.ndarray:
+            cols = [
+                candidates[c].to_numpy(float) if c in candidates.columns else np.full(n, np.nan)
+                for c in spec.get(key, [])
+            ]
+            return np.column_stack(cols) if cols else np.full((n, len(spec["dist"])), np.nan)
+
+        dist, score, mag = block("dist"), block("sgscore"), block("mag")
+        with np.errstate(invalid="ignore"):
+            star = (dist >= 0) & (dist <= self.star_radius) & (score >= self.star_sgscore)
+        d = np.where(star, dist, np.inf)
+        j = np.argmin(d, axis=1)
+        rows = np.arange(n)
+        found = np.isfinite(d[rows, j])
+        return NearbyStars(
+            np.where(found, dist[rows, j], np.nan),
+            np.where(found, score[rows, j], np.nan),
+            np.where(found, mag[rows, j], np.nan),
+            np.full(n, "", dtype=object),
+            np.where(found, spec["catalog"], "").astype(object),
+        )
+
     def features(self, candidates: pd.DataFrame, kb: KnowledgeBase | None = None) -> pd.DataFrame:
         """Context features of a candidate table (columns ra, dec in degrees; ``mag_column`` when
         present; ``z_column``/``z_err_column`` when configured and present), indexed like it."""
@@ -492,6 +605,7 @@ class ContextAssociator:
             z=column(self.z_column),
             z_err=column(self.z_err_column),
             kb=kb,
+            nearby_stars=self.nearby_stars(candidates),
         )
         out.index = candidates.index
         return out
