@@ -155,6 +155,10 @@ def _take(values: np.ndarray, rows: np.ndarray, fill: Any) -> np.ndarray:
     return np.where(rows >= 0, values[np.maximum(rows, 0)], fill)
 
 
+def _from_options(cls: type, options: dict[str, Any]) -> Any:
+    return cls(**options)
+
+
 @dataclass(frozen=True)
 class NearbyStars:
     """The nearest star of each transient: distance (arcsec, NaN: none), sgscore, magnitude, class and
@@ -282,6 +286,10 @@ class ContextAssociator:
         self.text = bool(text)
         self._kb: KnowledgeBase | None = None
         self._prepared: weakref.WeakKeyDictionary[KnowledgeBase, _Prepared] = weakref.WeakKeyDictionary()
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as its options (for worker processes), without the loaded catalogues."""
+        return (_from_options, (type(self), self._options))
 
     def replace(self, **changes: Any) -> ContextAssociator:
         """A copy with some options changed, sharing the loaded catalogue files (e.g. another mode)."""

@@ -300,7 +300,9 @@ def load_catalog(spec: CatalogSpec | Mapping[str, Any], frame: pd.DataFrame | No
         raise CatalogError(f"{where}: catalogue {spec.name!r} has no rows")
     cols = spec.columns
     angles = ("ra", "dec") if spec.sexagesimal else ()
-    values = {f: _numeric(raw, c, f, where) for f, c in cols.items() if f in NUMERIC_FIELDS and f not in angles}
+    values = {
+        f: _numeric(raw, c, f, where) for f, c in cols.items() if f in NUMERIC_FIELDS and f not in angles
+    }
     if spec.sexagesimal:
         values["ra"], values["dec"] = _sexagesimal(raw[cols["ra"]], raw[cols["dec"]], where)
     nan = np.full(n, np.nan)
