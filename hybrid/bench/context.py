@@ -7,6 +7,9 @@ Measured in one run, on the machine at hand:
 * host-redshift recovery on the BTS (definitions in :mod:`hybrid.context.evaluate`) for the two
   baselines of the issue and the probabilistic mode, side by side, with a sensitivity table of the
   priors and a held-out check of the one prior calibrated on these data;
+* host association without a redshift (as at alert time): the missing-host factor of the DLR
+  fallback calibrated on the even rows of the BTS with their redshifts hidden, and every method
+  evaluated on the odd rows, also with the magnitudes of earlier detections (peak + 1, + 2 mag);
 * the simulated survey -- the share of the dataset build spent on context, and how often the true
   host of simulated supernovae is found.
 
@@ -30,7 +33,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from hybrid.context import ContextAssociator
-from hybrid.context.evaluate import BTSResult, bts_benchmark, redshift_scatter
+from hybrid.context.evaluate import (
+    BTS_METHODS,
+    BTSResult,
+    bts_benchmark,
+    calibrate_missing_scale,
+    mean_log_likelihood,
+    redshift_matches,
+    redshift_scatter,
+)
 from hybrid.context.recipes import fetch_prost_data, load_bts
 
 N_POSITIONS = 200_000
@@ -138,6 +149,59 @@ def _held_out(assoc: ContextAssociator, bts: pd.DataFrame, kb: Any, full: BTSRes
         "robust_sigma_phot_flag": sig_phot,
         "width_used": width,
         "odd_rows": {k: v.as_dict() for k, v in res.recovery.items()},
+    }
+
+
+def _without_redshift(assoc: ContextAssociator, bts: pd.DataFrame, kb: Any) -> dict:
+    """Calibrate the DLR fallback's missing-host factor on even rows (redshifts hidden), test on odd rows."""
+    even = np.arange(len(bts)) % 2 == 0
+    known = bts["z"].notna().to_numpy()
+    ra, dec, z = (bts[c].to_numpy(float) for c in ("ra", "dec", "z"))
+    has_match = redshift_matches(kb, ra, dec, z)
+    fallback = assoc.replace(mode="probabilistic", without_redshift="dlr", search_radius=120.0)
+    unit = fallback.replace(priors=replace(assoc.priors, missing_scale_without_redshift=1.0))
+    no_host = unit.associate((ra, dec), kb=kb, text=False)["ctx_no_host_prob"].to_numpy()
+    train, test = even & known, ~even & known
+    scale, ll_train = calibrate_missing_scale(no_host[train], has_match[train])
+    # odds scale with the factor: the test-row probabilities for any factor from the same run
+    odds = no_host / np.clip(1.0 - no_host, 1e-300, None)
+
+    def at(s: float) -> np.ndarray:
+        return s * odds / (1.0 + s * odds)
+
+    configured = assoc.priors.missing_scale_without_redshift
+    calibration = {
+        name: {
+            "scale": s,
+            "mean_log_likelihood_odd": mean_log_likelihood(at(s)[test], has_match[test]),
+            "predicted_share_catalogued_odd": float(1.0 - at(s)[test].mean()),
+        }
+        for name, s in (
+            ("as derived (1)", 1.0),
+            ("calibrated on even rows", scale),
+            ("configured", configured),
+        )
+    }
+    odd = bts[~even].reset_index(drop=True)
+    calibrated = assoc.replace(priors=replace(assoc.priors, missing_scale_without_redshift=scale))
+    names = list(BTS_METHODS)
+    methods = {n: BTS_METHODS[n] for n in (names[1], names[2], names[3], names[4])}
+    rows = {
+        k: v.as_dict() for k, v in bts_benchmark(calibrated, odd, kb=kb, methods=methods).recovery.items()
+    }
+    peak_only = {names[3]: BTS_METHODS[names[3]]}
+    for dm in (1.0, 2.0):  # alerts come before the peak: fainter magnitudes, same hosts
+        fainter = odd.assign(peak_mag=odd["peak_mag"] + dm)
+        r = bts_benchmark(calibrated, fainter, kb=kb, methods=peak_only).recovery[names[3]]
+        rows[f"probabilistic without it (peak + {dm:g} mag)"] = r.as_dict()
+    return {
+        "scale_even_rows": scale,
+        "mean_log_likelihood_even": ll_train,
+        "even_rows_with_redshift": int(train.sum()),
+        "share_catalogued_even": float(has_match[train].mean()),
+        "share_catalogued_odd": float(has_match[test].mean()),
+        "calibration": calibration,
+        "odd_rows": rows,
     }
 
 
@@ -256,6 +320,7 @@ def run(cfg: DictConfig, *, out_dir: str | Path = "reports", fields: int | None 
     result = bts_benchmark(assoc, bts, kb=kb)
     sensitivity = _sensitivity(assoc, bts, kb)
     held_out = _held_out(assoc, bts, kb, result)
+    no_z = _without_redshift(assoc, bts, kb)
     _plot(result, out_dir / "context_bts_offsets.png")
     sim = _simulated(cfg, fields or 4)
     machine = machine_info()
@@ -267,10 +332,13 @@ def run(cfg: DictConfig, *, out_dir: str | Path = "reports", fields: int | None 
         "recovery": {k: v.as_dict() for k, v in result.recovery.items()},
         "sensitivity": sensitivity,
         "held_out": held_out,
+        "without_redshift": no_z,
         "priors": repr(assoc.priors),
     }
     (out_dir / "context_bts.json").write_text(json.dumps(bts_json, indent=2, default=str))
-    (out_dir / "context_bts.md").write_text(_bts_markdown(result, sensitivity, held_out, assoc, machine))
+    (out_dir / "context_bts.md").write_text(
+        _bts_markdown(result, sensitivity, held_out, no_z, assoc, machine)
+    )
     bench_json = {"machine": machine, "glade": speed, "simulated": sim}
     (out_dir / "context_bench.json").write_text(json.dumps(bench_json, indent=2, default=str))
     md = out_dir / "context_bench.md"
@@ -280,19 +348,25 @@ def run(cfg: DictConfig, *, out_dir: str | Path = "reports", fields: int | None 
 
 def _recovery_rows(recovery: dict[str, dict]) -> list[str]:
     lines = [
-        "| method | with a match | recovered | wrong | hosts chosen |",
-        "|---|---|---|---|---|",
+        "| method | with a match | recovered | no host, with a match | wrong | hosts chosen |",
+        "|---|---|---|---|---|---|",
     ]
     for name, r in recovery.items():
         lines.append(
             f"| {name} | {r['with_match']} | {r['recovered']} "
-            f"({r['recovered'] / max(r['with_match'], 1):.1%}) | {r['wrong']} | {r['hosts_chosen']} |"
+            f"({r['recovered'] / max(r['with_match'], 1):.1%}) | {r['no_host_with_match']} | {r['wrong']} "
+            f"| {r['hosts_chosen']} |"
         )
     return lines
 
 
 def _bts_markdown(
-    result: BTSResult, sensitivity: list[dict], held_out: dict, assoc: ContextAssociator, machine: dict
+    result: BTSResult,
+    sensitivity: list[dict],
+    held_out: dict,
+    no_z: dict,
+    assoc: ContextAssociator,
+    machine: dict,
 ) -> str:
     rec = {k: v.as_dict() for k, v in result.recovery.items()}
     first = next(iter(rec.values()))
@@ -321,8 +395,9 @@ def _bts_markdown(
         "Gaussian of a galaxy at the same redshift), luminosity weighting L / L* (B-band Schechter function "
         "of Norberg et al. 2002), Gaussian redshift likelihood "
         f"(sigma = {p.redshift.spec_sigma} (1 + z) for GLADE+, {p.redshift.transient_sigma} (1 + z) for the "
-        'transient) and the missing-host term from GLADE+\'s completeness limit. "Without it" uses only '
-        "the peak magnitude, as in real time before a spectrum.",
+        "transient) and the missing-host term from GLADE+'s completeness limit. \"Without it (peak "
+        'magnitude only)" uses only the peak magnitude; "DLR ranking (alert time)" is the configured '
+        "fallback for transients without a redshift (next section).",
         "",
         "## Sensitivity to the priors (probabilistic mode with the transient redshift)",
         "",
@@ -345,10 +420,48 @@ def _bts_markdown(
         "",
         *_recovery_rows(held_out["odd_rows"]),
         "",
+        *_no_redshift_markdown(no_z),
         "![recovered and missed against offset](context_bts_offsets.png)",
         "",
     ]
     return "\n".join(lines)
+
+
+def _no_redshift_markdown(no_z: dict) -> list[str]:
+    cal = no_z["calibration"]
+    lines = [
+        "## Without a redshift (as at alert time)",
+        "",
+        "An alert has no redshift, and its magnitude is that of one detection, not the peak magnitude "
+        "the transient luminosity prior describes. The field associates such transients without "
+        "redshifts: GHOST (Gagliano et al. 2021, ApJ 908, 170) ranks galaxies by d_DLR; Sherlock (Smith "
+        "et al. 2020, PASP 132, 085002) by separation within catalogue- and size-dependent radii; Prost "
+        "(Gagliano et al. 2025) marginalises over a redshift prior of the transient population. With "
+        "`without_redshift: dlr` (`conf/context/prost_glade.yaml`, and so `ztf_real.yaml`) a transient "
+        "without a redshift takes the galaxy of smallest d_DLR < 5 as its host, and its probabilities "
+        "(features) are computed from position and galaxy luminosity alone, with the missing-host "
+        "density multiplied by a factor calibrated on redshift-less transients: the BTS with its "
+        'redshifts hidden, maximum likelihood of "a GLADE+ galaxy at the transient\'s redshift" on the '
+        f"{no_z['even_rows_with_redshift']} even rows with a redshift (share with such a galaxy: "
+        f"{no_z['share_catalogued_even']:.1%}). The factor is {no_z['scale_even_rows']:.3g} "
+        f"(configured: {cal['configured']['scale']:.3g}).",
+        "",
+        "Odd rows only (held out):",
+        "",
+        *_recovery_rows(no_z["odd_rows"]),
+        "",
+        f"Calibration on the odd rows (share with a GLADE+ galaxy at their redshift: "
+        f"{no_z['share_catalogued_odd']:.1%}):",
+        "",
+        "| missing-host factor | value | mean log-likelihood | predicted share catalogued |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {c['scale']:.3g} | {c['mean_log_likelihood_odd']:.3f} | "
+        f"{c['predicted_share_catalogued_odd']:.1%} |"
+        for name, c in cal.items()
+    ]
+    return [*lines, ""]
 
 
 def _bench_markdown(speed: dict, sim: dict, machine: dict) -> str:

@@ -12,7 +12,12 @@ returns the features of :data:`CONTEXT_FEATURE_UNITS` plus a context class and a
 ``probabilistic``
     posterior probabilities of every galaxy within ``search_radius`` and of "the host is not in the
     catalogue", from priors on offset, host luminosity and redshift (Prost; see
-    :mod:`hybrid.context.priors`). The transient's redshift is used when known.
+    :mod:`hybrid.context.priors`). The transient's redshift is used when known. Without it (as at
+    alert time), ``without_redshift: dlr`` ranks the galaxies by d_DLR instead: the magnitude of an
+    alert is not the peak magnitude the redshift prior assumes (a detection 2 mag below peak doubles
+    the "no host" answers on the ZTF BTS), and DLR ranking needs no redshift (GHOST); the
+    probabilities stay as features, with a missing-host term calibrated on redshift-less transients
+    (``reports/context_bts.md``).
 
 Stars may also come from the candidate itself: alerts carry their nearest sources in the survey's
 reference catalogue (ZTF: the three nearest Pan-STARRS1 sources within 30", with distances and the
@@ -234,6 +239,11 @@ class ContextAssociator:
             ``{dist: [...], sgscore: [...], mag: [...], catalog: "PS1"}`` (arcsec, score, mag; one
             column per source), used by :meth:`features` when present (see the module docstring).
         star_sgscore: sources of ``nearby_sources`` with sgscore >= this are stars.
+        without_redshift: ``probabilistic`` mode, transients without a redshift: ``probabilistic``
+            (the posterior chooses, with the magnitude in the redshift prior) or ``dlr`` (the galaxy of
+            smallest d_DLR below ``max_dlr`` is the host, as GHOST does without redshifts; the
+            probabilities are still computed, without the magnitude, with the missing-host term
+            scaled by ``priors.missing_scale_without_redshift``). See the module docstring.
         text: also write the class, host name and sentence columns.
     """
 
@@ -258,11 +268,16 @@ class ContextAssociator:
         z_err_column: str | None = None,
         nearby_sources: Mapping[str, Any] | None = None,
         star_sgscore: float = 0.5,
+        without_redshift: str = "probabilistic",
         text: bool = True,
     ) -> None:
         self._options = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if mode not in MODES:
             raise ValueError(f"context mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if without_redshift not in ("probabilistic", "dlr"):
+            raise ValueError(
+                f"context without_redshift must be probabilistic or dlr, got {without_redshift!r}"
+            )
         if search_radius <= 0 or max_candidates < 1:
             raise ValueError("context search_radius must be > 0 and max_candidates >= 1")
         self.mode = mode
@@ -283,6 +298,7 @@ class ContextAssociator:
         self.z_err_column = z_err_column
         self.nearby_sources = _nearby_spec(nearby_sources)
         self.star_sgscore = float(star_sgscore)
+        self.without_redshift = without_redshift
         self.text = bool(text)
         self._kb: KnowledgeBase | None = None
         self._prepared: weakref.WeakKeyDictionary[KnowledgeBase, _Prepared] = weakref.WeakKeyDictionary()
@@ -456,22 +472,35 @@ class ContextAssociator:
 
         host_prob = np.full(n, np.nan)
         no_host_prob = np.full(n, np.nan)
+        by_dlr = grid(np.where(d_dlr < self.max_dlr, -d_dlr, -np.inf), -np.inf)
+        # probabilistic mode, transients without a redshift and without_redshift = dlr: DLR ranking
+        fallback = np.zeros(n, bool)
         if self.mode == "nearest":
             score = grid(np.where(sep < self.nearest_radius, -sep, -np.inf), -np.inf)
         elif self.mode == "dlr":
-            score = grid(np.where(d_dlr < self.max_dlr, -d_dlr, -np.inf), -np.inf)
+            score = by_dlr
         else:
-            log_h, log_miss = self._log_terms(prep, gi, ti, sep, d_dlr, mag, z_t, z_t_err)
+            if self.without_redshift == "dlr":
+                fallback = ~np.isfinite(z_t)
+            # the fallback's probabilities ignore the magnitude: at alert time it is not the peak
+            # magnitude the transient luminosity prior describes
+            prior_mag = np.where(fallback, np.nan, mag)
+            log_h, log_miss = self._log_terms(prep, gi, ti, sep, d_dlr, prior_mag, z_t, z_t_err)
+            log_miss = log_miss + np.where(fallback, np.log(self.priors.missing_scale_without_redshift), 0.0)
             score = grid(log_h, -np.inf)
             norm = logsumexp(np.column_stack([log_miss, score]), axis=1)
             no_host_prob = np.exp(log_miss - norm)
-        best = np.argmax(score, axis=1)
         rows = np.arange(n)
+        best = np.where(fallback, np.argmax(by_dlr, axis=1), np.argmax(score, axis=1))
         best_score = score[rows, best]
         if self.mode == "probabilistic":
             with np.errstate(invalid="ignore"):
                 host_prob = np.where(np.isfinite(best_score), np.exp(best_score - norm), np.nan)
-            has = np.isfinite(best_score) & (host_prob > no_host_prob)
+            has = np.where(
+                fallback,
+                np.isfinite(by_dlr[rows, best]),
+                np.isfinite(best_score) & (host_prob > no_host_prob),
+            )
         else:
             has = np.isfinite(best_score)
         host = np.where(has, idx[rows, best], -1)
