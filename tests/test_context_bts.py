@@ -112,6 +112,7 @@ def test_bench_context_end_to_end(tmp_path: Path) -> None:
     text = md.read_text()
     assert "Associations per second" in text
     bts = (tmp_path / "context_bts.md").read_text()
-    assert "| 1761 | 1658 (94.2%) | 98 | 140 |" in bts and "| 1761 | 1658 (94.2%) | 98 | 106 |" in bts
+    assert "| 1761 | 1658 (94.2%) | 95 | 140 |" in bts and "| 1761 | 1658 (94.2%) | 98 | 106 |" in bts
     assert "## Without a redshift (as at alert time)" in bts
+    assert "Against Fink's SIMBAD cross-match" in (tmp_path / "context_real_ztf.md").read_text()
     assert (tmp_path / "context_bts_offsets.png").stat().st_size > 10_000

@@ -165,3 +165,12 @@ def test_sexagesimal_catalogue_with_bad_text_names_the_field(tmp_path: Path) -> 
     )
     with pytest.raises(ValueError, match="'ra'"):
         load_catalog(spec)
+
+
+def test_ps1_only_context_needs_no_catalogue_file() -> None:
+    """conf/context/ztf_ps1.yaml: the nearest-star features from the alert's own PS1 sources alone."""
+    assoc = instantiate(load_config(["context=ztf_ps1"]).context)
+    raw = pd.json_normalize(pd.read_parquet(ALERTS, columns=["candidate"])["candidate"])
+    out = assoc.features(read_alerts(ALERTS).candidates)
+    np.testing.assert_allclose(out["ctx_nearest_star_dist"], raw["distpsnr1"])
+    assert (out["ctx_class"] == "variable_star").all() and out["ctx_nearest_agn_dist"].isna().all()

@@ -345,7 +345,7 @@ class ContextAssociator:
                 self.survey_catalog, frames=frames, dedup_radius=self.dedup_radius
             )
         if self._kb is None:
-            if not self.catalogs:
+            if not self.catalogs and not self.nearby_sources:
                 raise ValueError("context: no catalogs configured (and no survey catalogue given)")
             self._kb = KnowledgeBase.from_catalogs(self.catalogs, dedup_radius=self.dedup_radius)
         return self._kb
