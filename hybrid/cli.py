@@ -9,10 +9,12 @@ hybrid drift REFERENCE CURRENT [--model RUN_DIR] [--tests T...] [--out DIR]
                                        drift tests of CURRENT against REFERENCE (datasets or tables)
 hybrid examples DATASET [--out PNG]    figure of example triplets per class and bogus kind
 hybrid list                            registered plug-ins (subtractors, label sources)
-hybrid ingest INPUTS... --out DATASET [--kind K]   real alerts (ZTF/Rubin avro, Parquet, FITS) -> dataset dir
+hybrid ingest INPUTS... --out DATASET [--kind K] [--context C]
+                                       real alerts (ZTF/Rubin avro, Parquet, FITS) -> dataset dir; with
+                                       --context (conf/context/C.yaml, e.g. ztf_real) ctx_* from catalogues
 hybrid export RUN_DIR [--format onnx] [--out DIR] [--ensemble RUN_DIR... | --mc-dropout S]
                                        a training run -> export bundle (ONNX + preprocessing)
-hybrid predict BUNDLE INPUTS... --out SCORES.parquet [--kind K] [--workers N] [--batch-size B]
+hybrid predict BUNDLE INPUTS... --out SCORES.parquet [--kind K] [--workers N] [--batch-size B] [--context C]
 hybrid simulate --out DIR [--fields N] [OVERRIDES...]  simulated fields as FITS + truth, DIR/field-NNNN/
 """
 
@@ -37,6 +39,26 @@ def load_config(overrides: list[str]) -> DictConfig:
         raise FileNotFoundError(f"{CONF_DIR}: config directory not found; run from a source checkout")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=overrides)
+
+
+def load_context(name: str | None, parser: argparse.ArgumentParser) -> object | None:
+    """The associator of conf/context/<name>.yaml, its catalogue files checked (None without a name)."""
+    if name is None:
+        return None
+    from hydra.errors import HydraException
+    from hydra.utils import instantiate
+
+    try:
+        assoc = instantiate(load_config([f"context={name}"]).context)
+    except HydraException as err:
+        parser.error(f"--context {name}: {str(err).splitlines()[0]}")
+    missing = [s.path for s in assoc.catalogs if s.path and not Path(s.path).expanduser().is_file()]
+    if missing:
+        parser.error(
+            f"--context {name}: catalogue file(s) {missing} not found; fetch them with "
+            "`python -m datasets.fink_alerts` and `python -m datasets.prost_bts` (HYBRID_CACHE: the cache)"
+        )
+    return assoc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     p_ing.add_argument("--out", type=Path, required=True, help="dataset directory to write")
     p_ing.add_argument("--kind", default=None, help="reader name (default: recognised from the input)")
     p_ing.add_argument("--stamp-size", type=int, default=63)
+    context_help = (
+        "context config (conf/context/NAME.yaml, e.g. ztf_real): ctx_* features from its catalogues"
+    )
+    p_ing.add_argument("--context", default=None, metavar="NAME", help=context_help)
     p_exp = sub.add_parser("export", help="export a training run as a bundle (ONNX, weights, preprocessing)")
     p_exp.add_argument("run_dir", type=Path)
     p_exp.add_argument("--format", default="onnx", choices=["onnx"])
@@ -109,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p_pred.add_argument("--workers", type=int, default=2, help="worker processes (or threads), one core each")
     p_pred.add_argument("--backend", default="process", choices=["process", "thread"])
     p_pred.add_argument("--batch-size", type=int, default=256)
+    p_pred.add_argument("--context", default=None, metavar="NAME", help=context_help)
     p_sim = sub.add_parser("simulate", help="simulate fields and write them as FITS files and truth tables")
     p_sim.add_argument("--out", type=Path, required=True, help="output directory")
     p_sim.add_argument("--fields", type=int, default=1, help="number of fields (ids 0 .. N-1)")
@@ -185,7 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     elif args.verb == "ingest":
         from hybrid.data.readers import alerts_to_dataset
 
-        print(alerts_to_dataset(args.inputs, args.out, kind=args.kind, stamp_size=args.stamp_size))
+        context = load_context(args.context, parser)
+        print(
+            alerts_to_dataset(
+                args.inputs, args.out, kind=args.kind, stamp_size=args.stamp_size, context=context
+            )
+        )
     elif args.verb == "export":
         from hybrid.export import export_run
 
@@ -204,8 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     elif args.verb == "predict":
         from hybrid.serving import Predictor
 
+        context = load_context(args.context, parser)
         with Predictor(
-            args.bundle, workers=args.workers, batch_size=args.batch_size, backend=args.backend
+            args.bundle,
+            workers=args.workers,
+            batch_size=args.batch_size,
+            backend=args.backend,
+            context=context,
         ) as predictor:
             summary = predictor.predict_to_parquet(args.inputs, args.out, kind=args.kind, progress=True)
         for r in summary.rejected:

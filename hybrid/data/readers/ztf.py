@@ -38,7 +38,9 @@ seeing_ratio, ctx_*       alert carries no host association
 ========================  =================================================================
 
 ``classtar``, ``rb``, ``drb``, ``ndethist``, ``ssdistnr``, ``fid``, ``programid`` are kept as
-``ztf_*`` columns (not features).
+``ztf_*`` columns (not features), and so are the three nearest PS1 sources within 30" (``ztf_distpsnr1``
+.. 3 in arcsec, ``ztf_sgscore1`` .. 3, ``ztf_ps1mag1`` .. 3 in the alert's band; NaN for ZTF's -999),
+which the context associator reads as the alert's own nearby stars (``conf/context/ztf_real.yaml``).
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ USED = frozenset(
     {*REQUIRED, *EXTRAS, "candid", "xpos", "ypos", "magzpsci", "magap", "sigmagap", "chipsf", "fwhm"}
     | {"elong", "nneg", "nbad", "sumrat", "scorr", "distpsnr1", "sgmag1", "srmag1", "simag1", "sgscore1"}
     | {"diffmaglim"}
+    | {f"{field}{k}" for k in (1, 2, 3) for field in ("distpsnr", "sgscore", "sgmag", "srmag", "simag")}
 )
 
 ZTF_FEATURE_MAP: dict[str, str] = {
@@ -112,6 +115,23 @@ def _catalog(values: np.ndarray) -> np.ndarray:
     return np.where(values > -99, values, np.nan)
 
 
+def ps1_mag(cand: pd.DataFrame, k: int) -> np.ndarray:
+    """Magnitude of the k-th nearest PS1 source in the alert's band (g, r, i by fid; -999 kept)."""
+    fid = numeric_column(cand, "fid")
+    mags = [numeric_column(cand, f"s{b}mag{k}") for b in "gri"]
+    return np.select([fid == 1, fid == 2, fid == 3], mags, np.nan)
+
+
+def ps1_sources(cand: pd.DataFrame) -> pd.DataFrame:
+    """The three nearest PS1 sources as ``ztf_distpsnrK``, ``ztf_sgscoreK``, ``ztf_ps1magK`` columns."""
+    cols: dict[str, np.ndarray] = {}
+    for k in (1, 2, 3):
+        cols[f"ztf_distpsnr{k}"] = _catalog(numeric_column(cand, f"distpsnr{k}"))
+        cols[f"ztf_sgscore{k}"] = _catalog(numeric_column(cand, f"sgscore{k}"))
+        cols[f"ztf_ps1mag{k}"] = _catalog(ps1_mag(cand, k))
+    return pd.DataFrame(cols)
+
+
 def ztf_features(cand: pd.DataFrame) -> pd.DataFrame:
     """Framework features (see the module table) from a table of ZTF ``candidate`` records."""
     diffpos = cand["isdiffpos"].astype("string").str.lower().isin(["t", "1", "true"]).to_numpy()
@@ -120,12 +140,7 @@ def ztf_features(cand: pd.DataFrame) -> pd.DataFrame:
     magap, sigmagap = numeric_column(cand, "magap"), numeric_column(cand, "sigmagap")
     flux = sign * 10 ** (-0.4 * (magpsf - AB_ZERO_POINT_UJY))
     elong = numeric_column(cand, "elong")
-    fid = numeric_column(cand, "fid")
-    ps1 = np.select(
-        [fid == 1, fid == 2, fid == 3],
-        [numeric_column(cand, "sgmag1"), numeric_column(cand, "srmag1"), numeric_column(cand, "simag1")],
-        np.nan,
-    )
+    ps1 = ps1_mag(cand, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return pd.DataFrame(
             {
@@ -207,6 +222,7 @@ class ZtfChunk(Chunk):
             }
         )
         extras = pd.DataFrame({f"ztf_{name}": numeric_column(cand, name) for name in EXTRAS})
+        extras = pd.concat([extras, ps1_sources(cand)], axis=1)
         return assemble(ids, ztf_features(cand), stamps, edge, failed, self.source, extras)
 
 
