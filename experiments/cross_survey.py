@@ -42,9 +42,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from hybrid.cli import load_config
+from hybrid.config import REPO_ROOT as ROOT
+from hybrid.config import load_config
 
-ROOT = Path(__file__).resolve().parent.parent
 SURVEYS = ("ztf", "goto", "atlas", "rubin")
 PRESETS = {
     # name: (fields per survey, epochs, extra overrides)

@@ -38,6 +38,8 @@ from omegaconf import OmegaConf
 from scipy.stats import spearmanr
 
 from hybrid.adapters import adapt_batchnorm, harmonize_dataset
+from hybrid.config import CONF_DIR
+from hybrid.config import REPO_ROOT as ROOT
 from hybrid.context.recipes import default_cache_dir
 from hybrid.data.dataset import read_dataset
 from hybrid.data.readers import alerts_to_dataset
@@ -48,7 +50,6 @@ from hybrid.models import HybridModel
 from hybrid.training.data import SplitTensors
 from hybrid.training.train import score_split
 
-ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "ztf_alerts" / "alerts.parquet"
 MODELS = {"raw": "pairs/ztf/none", "harmonised": "pairs/ztf/harmonize", "harmonised + DANN": "dann/ztf"}
 
@@ -98,7 +99,7 @@ def main(argv: list[str]) -> Path:
     work = default_cache_dir() / "datasets"
     raw = alerts_to_dataset(alerts, work / f"ztf-real-alerts-{alerts.parent.name}")
     drb = read_dataset(raw).candidates["ztf_drb"].to_numpy(float)
-    ztf = yaml.safe_load((ROOT / "conf" / "survey" / "ztf.yaml").read_text())
+    ztf = yaml.safe_load((CONF_DIR / "survey" / "ztf.yaml").read_text())
     seeing = {"sci": ztf["seeing_median"], "ref": ztf["seeing_median"] * ztf["reference_seeing_factor"]}
     seeing["diff"] = seeing["sci"]
     scores: dict[str, np.ndarray] = {}

@@ -50,13 +50,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
 from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hybrid.config import load_config  # noqa: E402
 from hybrid.tracking.compare import Comparison, compare, plot_metric_against  # noqa: E402
 from hybrid.tracking.runs import Run, find_runs  # noqa: E402
 
@@ -325,8 +324,7 @@ class Runner:
 def compose(overrides: list[str], conf_dir: Path) -> DictConfig:
     """conf/config.yaml of ``conf_dir`` (a snapshot of conf/ taken when the study started, so that
     edits to conf/ while it runs do not change its runs) with the overrides."""
-    with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
+    return load_config(overrides, conf=conf_dir)
 
 
 def train_in_process(overrides: list[str], run_dir: str, log_path: str, conf_dir: str) -> None:

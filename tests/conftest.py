@@ -9,11 +9,11 @@ import pytest
 import yaml
 from omegaconf import DictConfig
 
-from hybrid.cli import load_config
+from hybrid.config import CONF_DIR as CONF
+from hybrid.config import load_config
 from hybrid.sim.survey import SurveyProfile
 
 os.environ.setdefault("WANDB_MODE", "disabled")
-CONF = Path(__file__).resolve().parent.parent / "conf"
 
 SMALL = [
     "sim.shape=[256,256]",

@@ -25,7 +25,7 @@ from hybrid.adapters import (
     reverse_gradient,
 )
 from hybrid.adapters.learned import TEST_TIME_ADAPTERS, dann_lambda, stratified_sample
-from hybrid.cli import load_config
+from hybrid.config import load_config
 from hybrid.data.dataset import DatasetError, read_dataset, write_dataset
 from hybrid.models import HybridModel
 from hybrid.models.encoders import MLPEncoder, VGGEncoder

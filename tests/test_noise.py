@@ -14,7 +14,7 @@ import torch
 from hydra.utils import instantiate
 from torch.nn import functional as F
 
-from hybrid.cli import load_config
+from hybrid.config import load_config
 from hybrid.models import HybridModel
 from hybrid.models.encoders import MLPEncoder
 from hybrid.models.fusion import GatedFusion

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from hybrid.adapters.dataset import harmonize_dataset, merge_datasets, survey_dataset
 from hybrid.adapters.learned import TEST_TIME_ADAPTERS, DomainAdversarialModule, finetune
-from hybrid.cli import CONF_DIR
+from hybrid.config import group_options
 from hybrid.evaluation.metrics import real_bogus_metrics
 from hybrid.models import HybridModel
 from hybrid.training.data import CandidateDataModule, SplitTensors
@@ -58,7 +58,7 @@ def target_surveys(cfg: DictConfig) -> list[str]:
         return []
     sources = source_surveys(cfg)
     if a.targets == "others":
-        return [p.stem for p in sorted((CONF_DIR / "survey").glob("*.yaml")) if p.stem not in sources]
+        return [s for s in group_options("survey") if s not in sources]
     targets = [str(t) for t in a.targets]
     clash = [t for t in targets if t in sources]
     if clash:

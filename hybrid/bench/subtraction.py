@@ -59,13 +59,14 @@ from omegaconf import DictConfig, OmegaConf
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from hybrid import config
 from hybrid.detection import Detector, subtract_background
 from hybrid.exposure import Difference, Exposure, Mask
 from hybrid.psf import ImagePSF
 from hybrid.sim.field import SimulatedField, simulate_field
 from hybrid.subtraction import SUBTRACTORS, Subtractor
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "subtraction"
+CONF_DIR = config.CONF_DIR / "subtraction"
 DENSITIES = {"sparse": (1500.0, 2500.0), "crowded": (25000.0, 30000.0)}
 MAG_BINS = np.arange(14.0, 22.01, 1.0)
 # The goals are comparative, measured in the same run: our method at least SPEEDUP_MIN times
