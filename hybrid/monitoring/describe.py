@@ -10,9 +10,9 @@ import torch
 
 from hybrid.data.dataset import DatasetError, read_dataset
 from hybrid.detection import FEATURE_UNITS
-from hybrid.export import load_run_model
 from hybrid.models import HybridModel
 from hybrid.monitoring.detectors import MonitorSample
+from hybrid.rundir import RunDir
 from hybrid.training.data import SplitTensors
 from hybrid.training.train import score_split, split_inputs
 
@@ -73,7 +73,7 @@ def load_sample(
         table = ds.candidates if split is None else ds.candidates[ds.candidates["split"] == split]
         features = table[list(ds.meta["features"])].reset_index(drop=True)
         return MonitorSample(features=features, groups=exposure_groups(table))
-    model, cfg, trained_on = load_run_model(run_dir)
+    model, cfg, trained_on = RunDir(run_dir).load_model()
     names = model.features.names if model.features is not None else []
     channels = cfg.train.channels or read_dataset(trained_on).meta["channels"]
     return describe_split(model, load_split(path, names, list(channels), split=split, model=model), names)
