@@ -108,7 +108,7 @@ def jobs(surveys: list[str], ns: list[int], parts: list[str]) -> list[tuple[str,
 
 
 def _train(overrides: list[str]) -> dict:
-    from hybrid.training.train import train
+    from hybrid.tasks import train
 
     return train(load_config(overrides))
 

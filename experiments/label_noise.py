@@ -335,7 +335,7 @@ def train_in_process(overrides: list[str], run_dir: str, log_path: str, conf_dir
     import contextlib
     import logging
 
-    from hybrid.training.train import train
+    from hybrid.tasks import train
 
     out = Path(run_dir)
     (out / ".hydra").mkdir(parents=True, exist_ok=True)

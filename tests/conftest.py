@@ -60,7 +60,7 @@ TINY_RUN = [
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run directory trained for one epoch on three small simulated fields."""
-    from hybrid.training.train import train
+    from hybrid.tasks import train
 
     root = tmp_path_factory.mktemp("tiny_run")
     train(load_config([*TINY_RUN, f"paths.cache_dir={root / 'cache'}", f"run_dir={root / 'run'}"]))
