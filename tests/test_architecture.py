@@ -35,7 +35,8 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
                 source = ".".join([*base, *([node.module] if node.module else [])])
             else:
                 source = node.module or ""
-            targets = [f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source for a in node.names]
+            targets = [source + "." + a.name for a in node.names]
+            targets = [t if t in modules else source for t in targets]
         else:
             continue
         out.update(t for t in targets if t in modules and t != name)

@@ -16,8 +16,6 @@ from hybrid.detection.candidates import Frame, StampSet
 from hybrid.registry import Registry
 from hybrid.sim.field import SimulatedEpoch, SimulatedField
 
-LABEL_SOURCES: Registry[LabelSource] = Registry("label source", "hybrid.curation")
-
 
 @dataclass
 class EpochContext:
@@ -40,6 +38,9 @@ class LabelSource(ABC):
 
     @abstractmethod
     def label(self, ctx: EpochContext) -> tuple[pd.DataFrame, StampSet]: ...
+
+
+LABEL_SOURCES: Registry[LabelSource] = Registry("label source", "hybrid.curation", contract=LabelSource)
 
 
 def labelled(rows: pd.DataFrame, real: np.ndarray, types: np.ndarray, source: str) -> pd.DataFrame:
