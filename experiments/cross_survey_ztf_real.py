@@ -41,7 +41,7 @@ from hybrid.adapters import adapt_batchnorm, harmonize_dataset
 from hybrid.config import CONF_DIR
 from hybrid.config import REPO_ROOT as ROOT
 from hybrid.context.recipes import default_cache_dir
-from hybrid.data.dataset import read_dataset
+from hybrid.data.dataset import read_dataset, select_inputs
 from hybrid.data.readers import alerts_to_dataset
 from hybrid.data.readers.recipes import fink_dir
 from hybrid.data.readers.ztf import ZTF_PIXEL_SCALE
@@ -55,15 +55,10 @@ MODELS = {"raw": "pairs/ztf/none", "harmonised": "pairs/ztf/harmonize", "harmoni
 
 
 def alerts_split(dataset: Path, model: HybridModel) -> SplitTensors:
-    """The alerts as a split normalised by the model (labels are placeholders: the alerts have none)."""
-    ds = read_dataset(dataset)
-    table = ds.candidates.copy()
-    table["label_real"], table["label_type"] = 0.0, "bogus"
-    for f in model.features.names if model.features is not None else []:
-        if f not in table.columns:
-            table[f] = np.nan  # a feature the alerts lack: imputed by the model, with its indicator
+    """The alerts as an unlabelled split normalised by the model; features the alerts lack are NaN,
+    imputed by the model with its indicator."""
     names = model.features.names if model.features is not None else []
-    split = SplitTensors(ds.stamps, table, names, list(range(ds.stamps.shape[1])))
+    split = SplitTensors.from_inputs(select_inputs(dataset, features=names, impute="nan"))
     if model.image_encoder is not None:
         split.normalize_stamps(model.stamps)
     return split

@@ -121,16 +121,14 @@ class RunDir:
         """The trained HybridModel (eval mode), the run's config and its dataset directory."""
         import torch
 
-        from hybrid.data.dataset import read_dataset
+        from hybrid.data.dataset import select_inputs
         from hybrid.training.train import make_model
 
         cfg = self.config()
         ckpt = self.checkpoint(checkpoint)
         dataset = self.dataset(cfg)
-        meta = read_dataset(dataset).meta
-        features = list(meta["features"]) if cfg.train.features is None else list(cfg.train.features)
-        channels = list(meta["channels"]) if cfg.train.channels is None else list(cfg.train.channels)
-        model = make_model(cfg, in_chans=len(channels), feature_names=features)
+        inputs = select_inputs(dataset, features=cfg.train.features, channels=cfg.train.channels)
+        model = make_model(cfg, in_chans=len(inputs.channels), feature_names=inputs.features)
         state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
         own = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
         try:

@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from hybrid.data.dataset import read_dataset
+from hybrid.data.dataset import read_dataset, select_inputs
 from hybrid.export.bundle import export_model
 from hybrid.models import HybridModel
 from hybrid.rundir import RunDir
@@ -49,8 +49,9 @@ def golden_inputs(
     dataset: Path, model: HybridModel, channels: list[str], n: int = 8
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` real raw inputs for the golden pair: test-split candidates (those with NaN pixels first)."""
-    ds = read_dataset(dataset)
-    table = ds.candidates
+    names = model.features.names if model.features is not None else []
+    inputs = select_inputs(dataset, features=names, channels=channels)
+    table = inputs.table
     rows = (
         np.flatnonzero((table["split"] == "test").to_numpy()) if "split" in table else np.arange(len(table))
     )
@@ -58,9 +59,7 @@ def golden_inputs(
         rows[table["stamp_nan_fraction"].to_numpy()[rows] > 0] if "stamp_nan_fraction" in table else rows[:0]
     )
     pick = np.unique(np.concatenate([nan_rows[: n // 4], rows[:n]]))[:n]
-    order = [list(ds.meta["channels"]).index(c) for c in channels]
-    stamps = np.asarray(ds.stamps[pick][:, order], np.float32)
-    names = model.features.names if model.features is not None else []
+    stamps = np.asarray(inputs.dataset.stamps[pick][:, inputs.channel_index], np.float32)
     features = table.iloc[pick][names].to_numpy(np.float32) if names else np.zeros((len(pick), 0), np.float32)
     return stamps, features
 
@@ -98,7 +97,7 @@ def export_run(
     run_dir = run.path
     model, cfg, dataset = run.load_model(checkpoint)
     meta = read_dataset(dataset).meta
-    channels = list(meta["channels"]) if cfg.train.channels is None else list(cfg.train.channels)
+    channels = select_inputs(dataset, features=[], channels=cfg.train.channels).channels
     if model.image_encoder is None:
         channels = []
     units = meta["features"]
