@@ -44,6 +44,7 @@ import pandas as pd
 
 from hybrid.config import REPO_ROOT as ROOT
 from hybrid.config import load_config
+from hybrid.markdown import markdown_table
 
 SURVEYS = ("ztf", "goto", "atlas", "rubin")
 PRESETS = {
@@ -224,18 +225,11 @@ def _table(df: pd.DataFrame, index: list[str], columns: str, value: str, fmt: st
     t = df.pivot_table(index=index, columns=columns, values=value, aggfunc="mean")
     order = [c for c in LABELS.values() if c in t.columns]
     t = t[order]
-    head = "| " + " | ".join(index) + " | " + " | ".join(order) + " |"
-    lines = [head, "|" + "---|" * (len(index) + len(order))]
-    for key, row in t.iterrows():
-        key = key if isinstance(key, tuple) else (key,)
-        lines.append(
-            "| "
-            + " | ".join(str(k) for k in key)
-            + " | "
-            + " | ".join("" if pd.isna(v) else fmt.format(v) for v in row)
-            + " |"
-        )
-    return "\n".join(lines)
+    rows = [
+        [*(key if isinstance(key, tuple) else (key,)), *("" if pd.isna(v) else fmt.format(v) for v in row)]
+        for key, row in t.iterrows()
+    ]
+    return "\n".join(markdown_table([*index, *order], rows))
 
 
 def plots(df: pd.DataFrame, out: Path) -> list[Path]:

@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hybrid.config import load_config  # noqa: E402
+from hybrid.markdown import markdown_table  # noqa: E402
 from hybrid.tracking.compare import Comparison, compare, plot_metric_against  # noqa: E402
 from hybrid.tracking.runs import Run, find_runs  # noqa: E402
 
@@ -394,14 +395,14 @@ def best_per_kind(t: pd.DataFrame) -> pd.DataFrame:
 
 def _pivot_markdown(t: pd.DataFrame, metric: str) -> list[str]:
     rates = sorted(t["noise.rate"].unique())
-    lines = ["| handling | " + " | ".join(f"{r:g}" for r in rates) + " |", "|---" * (len(rates) + 1) + "|"]
+    rows = []
     for handling, grp in t.groupby("handling"):
-        cells = []
+        cells = [handling]
         for r in rates:
             row = grp[grp["noise.rate"] == r]
             cells.append(_fmt(row[f"{metric}_mean"].iat[0], row[f"{metric}_std"].iat[0]) if len(row) else "–")
-        lines.append(f"| {handling} | " + " | ".join(cells) + " |")
-    return lines
+        rows.append(cells)
+    return markdown_table(["handling", *(f"{r:g}" for r in rates)], rows)
 
 
 def plot_grid(runs: list[Run], out: Path) -> list[Path]:
