@@ -25,9 +25,7 @@ so the study resumes where it stopped. Extra arguments are Hydra overrides for e
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -42,9 +40,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from hybrid.adapters.stage import target_metrics
 from hybrid.config import REPO_ROOT as ROOT
 from hybrid.config import load_config
 from hybrid.markdown import markdown_table
+from hybrid.rundir import RunDir
 
 SURVEYS = ("ztf", "goto", "atlas", "rubin")
 PRESETS = {
@@ -53,7 +53,6 @@ PRESETS = {
     "cpu": (12, 4, []),
     "gpu": (48, 10, ["trainer=gpu", "train.batch_size=512"]),
 }
-KEY = re.compile(r"^target_(?P<target>[a-z0-9]+)_(?P<tta>[a-z0-9]+)_n(?P<n>\d+)_(?P<metric>.+)$")
 LABELS = {  # (training-time adapter, test-time adapter) -> label in tables and plots
     ("none", "none"): "none",
     ("none", "adabn"): "AdaBN",
@@ -175,21 +174,15 @@ def collect(out_dir: Path, grid: list[tuple[str, list[str]]], surveys: list[str]
     """One row per (run, target, test-time adapter, N) from the runs' metrics.json."""
     rows = []
     for name, _ in grid:
-        path = out_dir / name / "metrics.json"
-        if not path.exists():
+        run = RunDir(out_dir / name)
+        if not run.finished():
             continue
-        m = json.loads(path.read_text())
+        m = run.metrics()
         part = name.split("/")[0]
         adapter = {"dann": "harmonize_dann", "resample": "resample"}.get(part, name.split("/")[-1])
         held = name.split("/")[1]
         source = held if part != "loso" else "+".join(s for s in surveys if s != held)
-        found: dict[tuple, dict] = {}
-        for k, v in m.items():
-            hit = KEY.match(k)
-            if hit:
-                g = hit.groupdict()
-                found.setdefault((g["target"], g["tta"], int(g["n"])), {})[g["metric"]] = v
-        for (target, tta, n), vals in found.items():
+        for (target, tta, n), vals in target_metrics(m).items():
             rows.append(
                 {
                     "run": name,
@@ -211,12 +204,8 @@ def collect(out_dir: Path, grid: list[tuple[str, list[str]]], surveys: list[str]
     # the in-domain reference: each target survey's own raw model on its own test split
     own = {}
     for name, _ in grid:
-        if (
-            name.startswith("pairs/")
-            and name.endswith("/none")
-            and (out_dir / name / "metrics.json").exists()
-        ):
-            own[name.split("/")[1]] = json.loads((out_dir / name / "metrics.json").read_text())["auc"]
+        if name.startswith("pairs/") and name.endswith("/none") and RunDir(out_dir / name).finished():
+            own[name.split("/")[1]] = RunDir(out_dir / name).metrics()["auc"]
     df["target_in_domain_auc"] = df["target"].map(own)
     return df
 

@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 import yaml
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from scipy.stats import spearmanr
 
 from hybrid.adapters import adapt_batchnorm, harmonize_dataset
@@ -47,6 +46,7 @@ from hybrid.data.readers.recipes import fink_dir
 from hybrid.data.readers.ztf import ZTF_PIXEL_SCALE
 from hybrid.export.from_run import load_run_model
 from hybrid.models import HybridModel
+from hybrid.rundir import RunDir
 from hybrid.training.data import SplitTensors
 from hybrid.training.train import score_split
 
@@ -100,10 +100,10 @@ def main(argv: list[str]) -> Path:
     scores: dict[str, np.ndarray] = {}
     for label, name in MODELS.items():
         run = args.runs / name
-        if not (run / "metrics.json").is_file():
+        if not RunDir(run).finished():
             print(f"[ztf_real] {run}: no finished run; skipped")
             continue
-        cfg = OmegaConf.load(run / "config.yaml")
+        cfg = RunDir(run).config()
         data = raw
         if cfg.adapter.get("harmonize"):
             h = instantiate(cfg.adapter.harmonize)

@@ -57,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 from hybrid.config import load_config  # noqa: E402
 from hybrid.markdown import markdown_table  # noqa: E402
+from hybrid.rundir import RunDir  # noqa: E402
 from hybrid.tracking.compare import Comparison, compare, plot_metric_against  # noqa: E402
 from hybrid.tracking.runs import Run, find_runs  # noqa: E402
 
@@ -232,7 +233,7 @@ class Runner:
     def __call__(self, job: Job) -> dict:
         run_dir = STUDIES / job.study / job.name
         record = {**asdict(job), "run_dir": str(run_dir), "status": "skipped (deadline)"}
-        if (run_dir / "metrics.json").exists():
+        if RunDir(run_dir).finished():
             record["status"] = "done before"
             return record
         typical = float(np.median(self.durations)) if self.durations else 0.0
@@ -284,7 +285,7 @@ class Runner:
                     run_dir = STUDIES / job.study / job.name
                     record = {**asdict(job), "run_dir": str(run_dir), "status": "skipped (deadline)"}
                     typical = float(np.median(self.durations)) if self.durations else 0.0
-                    if (run_dir / "metrics.json").exists():
+                    if RunDir(run_dir).finished():
                         record["status"] = "done before"
                     elif self._remaining() >= 1.1 * typical and self._dataset(job):
                         overrides = [*job.overrides, f"seed={job.seed}", *RUN_DEFAULTS, *self.extra]
