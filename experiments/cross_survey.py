@@ -29,7 +29,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -45,6 +45,7 @@ from hybrid.config import REPO_ROOT as ROOT
 from hybrid.config import load_config
 from hybrid.markdown import markdown_table
 from hybrid.rundir import RunDir
+from hybrid.tracking.runner import Job, StudyRunner
 
 SURVEYS = ("ztf", "goto", "atlas", "rubin")
 PRESETS = {
@@ -107,12 +108,6 @@ def jobs(surveys: list[str], ns: list[int], parts: list[str]) -> list[tuple[str,
     return [(name, [*o, *common]) for name, o in out]
 
 
-def _train(overrides: list[str]) -> dict:
-    from hybrid.tasks import train
-
-    return train(load_config(overrides))
-
-
 def _prepare_one(base: list[str], survey: str, variants: list[list[str]]) -> dict[str, str]:
     from hydra.utils import instantiate
 
@@ -143,31 +138,24 @@ def prepare_data(
 def run_all(
     base: list[str], grid: list[tuple[str, list[str]]], out_dir: Path, workers: int, done: Callable[[], None]
 ) -> dict:
-    """Train every job (``workers`` at a time), calling ``done`` after each; returns {run name: seconds}."""
-    seconds = {}
-    todo = [(name, [*base, *o, f"run_dir={out_dir / name}"]) for name, o in grid]
-    if workers <= 1:
-        for name, overrides in todo:
-            t = time.perf_counter()
-            _train(overrides)
-            seconds[name] = time.perf_counter() - t
-            print(f"[cross_survey] {name}: {seconds[name]:.0f} s", flush=True)
-            done()
-        return seconds
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        start = time.perf_counter()
-        futures = {pool.submit(_train, overrides): name for name, overrides in todo}
-        for fut in as_completed(futures):
-            name = futures[fut]
-            try:
-                fut.result()
-            except Exception as err:  # one failed run must not lose the others' results
-                print(f"[cross_survey] {name} FAILED: {err!r}", flush=True)
-                continue
-            seconds[name] = time.perf_counter() - start
-            print(f"[cross_survey] {name} done at {seconds[name]:.0f} s", flush=True)
-            done()
-    return seconds
+    """Train every job with the study runner (``workers`` at a time, in worker processes; datasets are
+    built by :func:`prepare_data` first), calling ``done`` after each that finished; returns {run name:
+    seconds}. Each run's log is ``out_dir/<run>.log``."""
+    runner = StudyRunner(
+        out_dir.parent,
+        jobs=max(workers, 1),
+        deadline=None,
+        extra=[],
+        build_workers=1,
+        in_process=True,
+        run_defaults=[],
+        conf_name="cross_survey_conf",
+        skip_finished=False,  # the train task skips a run only when its config is the same
+        mp_context="spawn",  # this process has imported torch (the harmonised datasets)
+        on_record=lambda record: record["status"] == "done" and done(),
+    )
+    records = runner.run([Job(out_dir.name, name, None, [*base, *o], None) for name, o in grid])
+    return {r["name"]: r["seconds"] for r in records if r["status"] == "done"}
 
 
 def collect(out_dir: Path, grid: list[tuple[str, list[str]]], surveys: list[str]) -> pd.DataFrame:
