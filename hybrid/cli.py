@@ -25,20 +25,8 @@ import logging
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
-
 from hybrid.bench import BENCHMARKS
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
-
-def load_config(overrides: list[str]) -> DictConfig:
-    """Compose conf/config.yaml with Hydra overrides, as `python run.py` does."""
-    if not CONF_DIR.is_dir():
-        raise FileNotFoundError(f"{CONF_DIR}: config directory not found; run from a source checkout")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=overrides)
+from hybrid.config import CONF_DIR, load_config  # noqa: F401  (CONF_DIR: for scripts of older releases)
 
 
 def load_context(name: str | None, parser: argparse.ArgumentParser) -> object | None:

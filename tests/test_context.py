@@ -13,7 +13,7 @@ from astropy.cosmology import Planck18
 from astropy.table import Table
 from hydra.utils import instantiate
 
-from hybrid.cli import load_config
+from hybrid.config import load_config
 from hybrid.context import (
     ASSOCIATORS,
     CONTEXT_FEATURE_UNITS,

@@ -11,7 +11,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from hydra.utils import instantiate
 
-from hybrid.cli import load_config
+from hybrid.config import load_config
 from hybrid.context.evaluate import (
     BTS_METHODS,
     bts_benchmark,

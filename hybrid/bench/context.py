@@ -36,6 +36,7 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from hybrid.config import load_config
 from hybrid.context import ContextAssociator
 from hybrid.context.evaluate import (
     BTS_METHODS,
@@ -55,8 +56,6 @@ def _associator(cfg: DictConfig, option: str, need: str) -> ContextAssociator:
     """cfg.context when it has ``need`` (catalogs / survey_catalog), else conf/context/<option>.yaml."""
     if OmegaConf.select(cfg, f"context.{need}"):
         return instantiate(cfg.context)
-    from hybrid.cli import load_config
-
     return instantiate(load_config([f"context={option}", f"paths.cache_dir={cfg.paths.cache_dir}"]).context)
 
 
@@ -257,8 +256,6 @@ def _simulated(cfg: DictConfig, n_fields: int) -> dict:
 
     c = cfg if OmegaConf.select(cfg, "context.survey_catalog") else None
     if c is None:
-        from hybrid.cli import load_config
-
         c = load_config([f"paths.cache_dir={cfg.paths.cache_dir}"])
     seconds = dict.fromkeys(STAGES, 0.0)
     n_cand = 0

@@ -39,7 +39,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -94,7 +94,18 @@ CONTEXT_TEXT_COLUMNS: tuple[str, ...] = (
 )
 MODES: tuple[str, ...] = ("nearest", "dlr", "probabilistic")
 
-ASSOCIATORS: Registry[Any] = Registry("associator", "hybrid.context")
+
+@runtime_checkable
+class Associator(Protocol):
+    """Contract: per-candidate context features (with the units of :meth:`feature_units`) of a
+    candidate table with ``ra``/``dec`` in degrees."""
+
+    def feature_units(self) -> dict[str, str]: ...
+
+    def features(self, candidates: pd.DataFrame, kb: KnowledgeBase | None = None) -> pd.DataFrame: ...
+
+
+ASSOCIATORS: Registry[Any] = Registry("associator", "hybrid.context", contract=Associator)
 
 
 @dataclass

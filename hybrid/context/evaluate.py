@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from hybrid.context.knowledge import KnowledgeBase
+from hybrid.stats import mad_sigma
 
 
 @dataclass(frozen=True)
@@ -212,4 +213,4 @@ def redshift_scatter(host_z: np.ndarray, z: np.ndarray, keep: np.ndarray) -> flo
     r = ((host_z - z) / (1 + z))[keep & np.isfinite(host_z) & np.isfinite(z)]
     if r.size == 0:
         return float("nan")
-    return float(1.4826 * np.median(np.abs(r - np.median(r))))
+    return mad_sigma(r)

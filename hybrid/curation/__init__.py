@@ -17,47 +17,14 @@ row, so label noise can always be measured.
 from __future__ import annotations
 
 import zlib
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from hybrid.detection.candidates import Frame, StampSet
-from hybrid.registry import Registry
-from hybrid.sim.field import SimulatedEpoch, SimulatedField
-
-LABEL_SOURCES: Registry[LabelSource] = Registry("label source", __name__)
-
-
-@dataclass
-class EpochContext:
-    """Everything a label source may use for one science epoch."""
-
-    field: SimulatedField
-    epoch_index: int
-    epoch: SimulatedEpoch
-    frame: Frame
-    candidates: pd.DataFrame  # features + truth columns, one row per detection
-    stamps: StampSet
-    rng: np.random.Generator
-    stamp_size: int
-
-
-class LabelSource(ABC):
-    """Contract: return labelled rows (with label_real, label_type, label_source) and their stamps."""
-
-    name: str
-
-    @abstractmethod
-    def label(self, ctx: EpochContext) -> tuple[pd.DataFrame, StampSet]: ...
-
-
-def labelled(rows: pd.DataFrame, real: np.ndarray, types: np.ndarray, source: str) -> pd.DataFrame:
-    return rows.assign(
-        label_real=np.asarray(real, bool), label_type=np.asarray(types, object), label_source=source
-    )
+from hybrid.curation.algorithmic import AlgorithmicLabels, InjectedLabels
+from hybrid.curation.base import LABEL_SOURCES, EpochContext, LabelSource, labelled
+from hybrid.detection.candidates import StampSet
 
 
 @LABEL_SOURCES.register("truth")
@@ -109,8 +76,6 @@ def concat_stamps(parts: Sequence[StampSet]) -> StampSet:
         score=np.concatenate([p.score for p in parts]) if with_score else None,
     )
 
-
-from hybrid.curation.algorithmic import AlgorithmicLabels, InjectedLabels  # noqa: E402
 
 __all__ = [
     "LABEL_SOURCES",

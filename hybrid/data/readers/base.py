@@ -113,6 +113,9 @@ class AlertReader:
         raise NotImplementedError
 
 
+READERS: Registry[AlertReader] = Registry("alert reader", "hybrid.data.readers", contract=AlertReader)
+
+
 class AvroAlertReader(AlertReader):
     """Alert packets in avro object-container files whose schema name starts with ``schema_prefix``;
     subclasses turn a list of records into a chunk (``make_chunk``)."""
@@ -132,9 +135,6 @@ class AvroAlertReader(AlertReader):
     def chunks(self, path: Path, batch_size: int) -> Iterator[Chunk]:
         for records in avro_records(path, batch_size):
             yield self.make_chunk(records, str(path))
-
-
-READERS: Registry[AlertReader] = Registry("alert reader", "hybrid.data.readers")
 
 
 class ReaderError(ValueError):
