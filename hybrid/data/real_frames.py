@@ -42,12 +42,15 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from hybrid.data.fits import FitsFormatError, _Keywords, _native, _open_fits, _read_wcs
+from hybrid.detection import subtract_background
 from hybrid.exposure import Exposure, InvalidExposureError, Mask
 from hybrid.psf import ImagePSF
 from hybrid.subtraction.psf_estimation import centroids, estimate_psf, psf_fluxes
 from hybrid.subtraction.stars import StarSelection, select_stars
 
 log = logging.getLogger(__name__)
+
+_SQUARE = np.ones((3, 3), bool)  # masks grow into all 8 neighbours
 
 
 @dataclass
@@ -194,7 +197,7 @@ def read_frame(
     if np.isfinite(saturation):
         saturated = np.nan_to_num(image, nan=-np.inf) >= saturation
         if fmt.saturation_grow > 0 and saturated.any():
-            saturated = ndimage.binary_dilation(saturated, iterations=fmt.saturation_grow)
+            saturated = ndimage.binary_dilation(saturated, _SQUARE, iterations=fmt.saturation_grow)
         bits[saturated] |= Mask.SATURATED
     if var is None and wht is not None:
         with np.errstate(divide="ignore"):
@@ -271,11 +274,13 @@ def _stars(exposure: Exposure, half_size: int) -> pd.DataFrame:
 
 
 def with_estimated_psf(exposure: Exposure, *, size: int = 31, min_stars: int = 10) -> Exposure:
-    """``exposure`` (sky removed) with the PSF stacked from its own stars (an :class:`ImagePSF`).
+    """``exposure`` with its sky removed (where it is not yet) and the PSF stacked from its own stars
+    (an :class:`ImagePSF`, ``size`` px).
 
     Raises:
         InvalidExposureError: fewer than ``min_stars`` usable stars (naming the file).
     """
+    exposure = subtract_background(exposure)
     stars = _stars(exposure, size // 2 + 3)
     if len(stars) < min_stars:
         raise InvalidExposureError(
@@ -383,7 +388,7 @@ def reproject_onto(reference: Exposure, science: Exposure, *, order: str = "bili
         (reference.mask.astype(np.float64), reference.wcs), order="nearest-neighbor", **kw
     )
     bits = np.nan_to_num(bits, nan=float(Mask.NO_DATA)).astype(np.uint16)
-    grown = ndimage.binary_dilation((bits & (Mask.BAD | Mask.SATURATED)) != 0)
+    grown = ndimage.binary_dilation((bits & (Mask.BAD | Mask.SATURATED)) != 0, _SQUARE)
     bits[grown & ((bits & Mask.SATURATED) == 0)] |= Mask.BAD
     no_data = (footprint <= 0) | ~np.isfinite(image) | ~np.isfinite(variance) | ~(variance > 0)
     bits[no_data] |= Mask.NO_DATA
