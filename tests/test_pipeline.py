@@ -43,9 +43,11 @@ def star_frame(
     shift: tuple[float, float] = (0.0, 0.0),
     fwhm: float = 3.0,
     spacing: int = 26,
+    transient: tuple[float, float, float] | None = None,
 ) -> tuple[np.ndarray, WCS, pd.DataFrame]:
-    """Sky + stars on a jittered grid (fluxes 1e4 to 1e5 ADU); with ``shift`` (px) the same sky is
-    rendered on a grid moved by it, whose WCS says so. Returns image, WCS and the stars' table."""
+    """Sky + stars on a jittered grid (fluxes 1e4 to 1e5 ADU) and an optional ``transient`` (x, y,
+    flux); with ``shift`` (px) the same sky is rendered on a grid moved by it, whose WCS says so.
+    Returns image, WCS and the stars' table."""
     rng = np.random.default_rng(seed)
     ny, nx = shape
     star_rng = np.random.default_rng(1000)  # the same stars in every frame
@@ -53,7 +55,7 @@ def star_frame(
     x = gx.ravel() + star_rng.uniform(-2, 2, gx.size)
     y = gy.ravel() + star_rng.uniform(-2, 2, gx.size)
     flux = 10 ** star_rng.uniform(4, 5, gx.size)
-    sources = list(zip(x + shift[0], y + shift[1], flux, strict=True))
+    sources = list(zip(x + shift[0], y + shift[1], flux, strict=True)) + ([transient] if transient else [])
     exp = make_exposure(rng, shape, fwhm, 6.0, 25.0, sources)
     wcs = make_wcs(shape)
     wcs.wcs.crpix = np.add(wcs.wcs.crpix, shift)
@@ -127,8 +129,10 @@ def test_read_frame_errors_name_file_and_keyword(tmp_path: Path) -> None:
 def _pair(
     tmp_path: Path, sci_kw: dict | None = None, ref_kw: dict | None = None, **ref_frame: object
 ) -> FramePair:
+    """A science frame with a transient at (x, y) = (141, 77) and its reference (``ref_frame``:
+    arguments of :func:`star_frame`)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    image, wcs, _ = star_frame(4)
+    image, wcs, _ = star_frame(4, transient=(141.0, 77.0, 3e3))
     ref_image, ref_wcs, _ = star_frame(5, **ref_frame)
     sci = write_plain(tmp_path / "sci.fits", image, wcs, **(sci_kw or {}))
     ref = write_plain(tmp_path / "ref.fits", ref_image, ref_wcs, **(ref_kw or {}))
@@ -186,6 +190,10 @@ def test_reprojected_reference_subtracts_static_stars(tmp_path: Path) -> None:
     chi2 = np.nanmean(diff.image[inner] ** 2 / diff.variance[inner])
     assert chi2 < 1.5
     assert len(found.candidates) <= 0.1 * 81  # of 81 static stars
+    c = found.candidates
+    assert (
+        (c["x"] - 141).abs().lt(2) & (c["y"] - 77).abs().lt(2) & c["sign"].eq(1)
+    ).sum() == 1  # the transient
 
 
 def test_pairs_file_and_regions(tmp_path: Path) -> None:
@@ -256,3 +264,45 @@ def test_simulated_frames_as_real_recover_the_builds_transients(tmp_path: Path, 
     assert len(expected) >= 5
     assert len(found) >= 0.85 * len(expected)
     assert len(found & expected) >= 0.75 * len(expected)
+
+
+def test_run_pipeline_skips_a_bad_pair_and_resumes(tmp_path: Path) -> None:
+    """Two pairs: the good one's candidates (its transient among them) make the dataset, the bad
+    one is skipped with its reason; a pair finished before a restart is not processed again."""
+    from hybrid.cli import load_config
+    from hybrid.data.dataset import read_dataset
+    from hybrid.pipeline import run_pair, run_pipeline
+
+    cfg = load_config([*SMALL, f"paths.cache_dir={tmp_path}"])
+    good, bad = _pair(tmp_path / "good"), _pair(tmp_path / "bad", ref_kw={"FILTER": "z"})
+    out = tmp_path / "out"
+    run_pair(cfg, good, out.with_name("out.shards"))  # as if a killed run had finished this pair
+    good.science.unlink()  # processing it again would now fail
+    assert run_pipeline(cfg, [good, bad], out, progress=False) == out
+    ds = read_dataset(out)
+    assert set(ds.candidates["pair"]) == {good.name} and len(ds) == len(ds.stamps) >= 1
+    hit = ds.candidates[(ds.candidates["x"] - 141).abs().lt(2) & (ds.candidates["y"] - 77).abs().lt(2)]
+    assert (
+        len(hit) == 1
+        and hit["sign"].iloc[0] == 1
+        and hit["mag_psf"].iloc[0] == pytest.approx(25.0 - 2.5 * np.log10(3e3), abs=0.15)
+    )
+    assert [s["name"] for s in ds.meta["skipped"]] == [bad.name] and "bands differ" in ds.meta["skipped"][0][
+        "skipped"
+    ]
+    assert not out.with_name("out.shards").exists()
+
+
+def test_pipeline_configs_compose() -> None:
+    from hydra.utils import instantiate
+
+    from hybrid.cli import load_config
+
+    options = instantiate(load_config(["pipeline=ztf"]).pipeline, _convert_="all")
+    assert isinstance(options, PipelineOptions) and isinstance(options.format, FrameFormat)
+    assert (options.format.read_noise, options.format.mjd, options.format.default_gain) == (
+        "READNOI",
+        "OBSMJD",
+        None,
+    )
+    assert options.format.image_hdu == ["IMAGE", "SCI"]
