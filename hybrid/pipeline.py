@@ -126,7 +126,8 @@ class FramePair:
     ) -> FramePair:
         science, reference = Path(science), Path(reference)
         stem = science.name.removesuffix(".gz").removesuffix(".fz").removesuffix(".fits").removesuffix(".fit")
-        return cls(science, reference, Path(catalog) if catalog else None, f"{science.parent.name}_{stem}")
+        prefix = f"{science.parent.name}_" if science.parent.name else ""
+        return cls(science, reference, Path(catalog) if catalog else None, prefix + stem)
 
 
 def read_pairs(path: str | os.PathLike, catalog: str | os.PathLike | None = None) -> list[FramePair]:

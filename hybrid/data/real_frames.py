@@ -366,38 +366,38 @@ def overlap_fraction(science: Exposure, reference: Exposure, samples: int = 32) 
 def reproject_onto(reference: Exposure, science: Exposure, *, order: str = "bilinear") -> Exposure:
     """``reference`` resampled onto ``science``'s pixel grid with ``reproject.reproject_interp``.
 
-    Image and variance are interpolated with ``order`` (interpolation correlates the noise of
-    neighbouring pixels: the per-pixel variance is that of the input pixels, an overestimate of the
-    resampled pixel's by up to ~2x for bilinear, so detection thresholds err on the safe side); the
-    mask bits follow by nearest neighbour, ``BAD`` and ``SATURATED`` grown by one pixel against the
-    interpolation's reach, and pixels outside the reference are ``NO_DATA``. The PSF must be
-    estimated again on the result (the resampling broadens it).
+    Image, variance and one 0/1 plane per mask bit are interpolated with ``order`` in one call, so
+    the coordinate transformation is computed once. A resampled pixel carries every mask bit that
+    any input pixel within the interpolation's reach carries, and ``NO_DATA`` where it touches a
+    pixel without data or lies outside the reference. Interpolation correlates the noise of
+    neighbouring pixels: the per-pixel variance is interpolated as it is, an overestimate of the
+    resampled pixel's by up to ~2x for bilinear, so detection thresholds err on the safe side. The
+    PSF must be estimated again on the result (the resampling broadens it).
     """
     from reproject import reproject_interp
 
     valid = reference.valid()
-    shape = science.shape
-    kw = {"output_projection": science.wcs, "shape_out": shape}
-    image, footprint = reproject_interp(
-        (np.where(valid, reference.image, np.nan), reference.wcs), order=order, **kw
+    bits = [b for b in (Mask.BAD, Mask.SATURATED, Mask.EDGE) if (reference.mask & b).any()]
+    planes = [np.where(valid, reference.image, np.nan), np.where(valid, reference.variance, np.nan)]
+    planes += [((reference.mask & b) != 0).astype(np.float32) for b in bits]
+    out, footprint = reproject_interp(
+        (np.stack(planes).astype(np.float32), reference.wcs),
+        output_projection=science.wcs,
+        shape_out=science.shape,
+        order=order,
+        roundtrip_coords=False,  # the WCSs are celestial 2-D: both directions are defined
     )
-    variance, _ = reproject_interp(
-        (np.where(valid, reference.variance, np.nan), reference.wcs), order=order, **kw
-    )
-    bits, _ = reproject_interp(
-        (reference.mask.astype(np.float64), reference.wcs), order="nearest-neighbor", **kw
-    )
-    bits = np.nan_to_num(bits, nan=float(Mask.NO_DATA)).astype(np.uint16)
-    grown = ndimage.binary_dilation((bits & (Mask.BAD | Mask.SATURATED)) != 0, _SQUARE)
-    bits[grown & ((bits & Mask.SATURATED) == 0)] |= Mask.BAD
+    image, variance, footprint = out[0], out[1], footprint.reshape(-1, *science.shape)[0]
+    mask = np.zeros(science.shape, np.uint16)
+    for b, plane in zip(bits, out[2:], strict=True):
+        mask[np.nan_to_num(plane) > 1e-3] |= b
     no_data = (footprint <= 0) | ~np.isfinite(image) | ~np.isfinite(variance) | ~(variance > 0)
-    bits[no_data] |= Mask.NO_DATA
-    bits[~no_data] &= ~Mask.NO_DATA
+    mask[no_data] |= Mask.NO_DATA
     return replace(
         reference,
         image=np.where(no_data, np.nan, image).astype(np.float32),
         variance=_fill_invalid(variance, no_data),
-        mask=bits,
+        mask=mask,
         wcs=science.wcs,
         psf=_UNKNOWN_PSF,
         meta={**reference.meta, "reprojected": True, "reproject_order": order},
