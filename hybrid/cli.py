@@ -16,6 +16,8 @@ hybrid export RUN_DIR [--format onnx] [--out DIR] [--ensemble RUN_DIR... | --mc-
                                        a training run -> export bundle (ONNX + preprocessing)
 hybrid predict BUNDLE INPUTS... --out SCORES.parquet [--kind K] [--workers N] [--batch-size B] [--context C]
 hybrid simulate --out DIR [--fields N] [OVERRIDES...]  simulated fields as FITS + truth, DIR/field-NNNN/
+hybrid pipeline SCI.fits REF.fits --out DIR [--catalog CAT] [--bundle B] [--regions] [--pairs LIST]
+                [--workers N] [OVERRIDES...]   real frames -> candidates dataset (+ scores, DS9 regions, PNG)
 """
 
 from __future__ import annotations
@@ -128,7 +130,18 @@ def main(argv: list[str] | None = None) -> int:
     p_sim.add_argument("--out", type=Path, required=True, help="output directory")
     p_sim.add_argument("--fields", type=int, default=1, help="number of fields (ids 0 .. N-1)")
     p_sim.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. survey=rubin sim.shape=[512,512]")
+    p_pipe = sub.add_parser("pipeline", help="real science + reference FITS frames -> candidates (+ scores)")
+    p_pipe.add_argument("args", nargs="*", help="SCI.fits REF.fits, then Hydra overrides (key=value)")
+    p_pipe.add_argument("--out", type=Path, required=True, help="output directory (a dataset directory)")
+    p_pipe.add_argument("--pairs", type=Path, help="text file, one 'SCIENCE REFERENCE [CATALOG]' per line")
+    p_pipe.add_argument("--catalog", type=Path, help="source catalogue of the field (FITS, Parquet, CSV)")
+    p_pipe.add_argument("--bundle", type=Path, help="export bundle: also write DIR/scores.parquet")
+    p_pipe.add_argument("--regions", action="store_true", help="DS9 regions + PNG per pair in DIR/regions/")
+    p_pipe.add_argument("--workers", type=int, default=1, help="frame pairs processed in parallel")
     args, extra = parser.parse_known_args(argv)
+    if args.verb == "pipeline":  # positional: frame paths, then Hydra overrides
+        args.overrides = [a for a in args.args if "=" in a]
+        args.frames = [Path(a) for a in args.args if "=" not in a]
     if extra:  # Hydra overrides after an option (`hybrid study SPEC --out DIR data.n_fields=4`)
         if not hasattr(args, "overrides") or any(a.startswith("-") for a in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -236,6 +249,28 @@ def main(argv: list[str] | None = None) -> int:
         for r in summary.rejected:
             print(f"rejected: {r}", file=sys.stderr)
         print(summary)
+    elif args.verb == "pipeline":
+        from hybrid.exposure import InvalidExposureError
+        from hybrid.pipeline import FramePair, read_pairs, run_pipeline
+
+        if bool(args.frames) == bool(args.pairs) or len(args.frames) not in (0, 2):
+            parser.error("pipeline: give SCI.fits REF.fits, or --pairs LIST")
+        pairs = (
+            read_pairs(args.pairs, args.catalog) if args.pairs else [FramePair.of(*args.frames, args.catalog)]
+        )
+        try:
+            out = run_pipeline(
+                load_config(args.overrides),
+                pairs,
+                args.out,
+                bundle=args.bundle,
+                regions=args.regions,
+                workers=args.workers,
+            )
+        except (InvalidExposureError, FileNotFoundError) as err:
+            print(f"hybrid pipeline: {err}", file=sys.stderr)
+            return 2
+        print(out)
     elif args.verb == "simulate":
         from hydra.utils import instantiate
 

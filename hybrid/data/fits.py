@@ -208,16 +208,16 @@ class _Keywords:
             ) from err
 
 
-def _read_wcs(path: Path, header: fits.Header) -> WCS:
+def _read_wcs(path: Path, header: fits.Header, extension: str = "IMAGE") -> WCS:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
             wcs = WCS(header)
     except Exception as err:  # wcslib raises a zoo of exception types for bad headers
-        raise FitsFormatError(f"{path}: extension 'IMAGE' has an invalid wcs: {err}") from err
+        raise FitsFormatError(f"{path}: extension {extension!r} has an invalid wcs: {err}") from err
     if not wcs.has_celestial:
         raise FitsFormatError(
-            f"{path}: extension 'IMAGE' has no celestial wcs (CTYPE1/CTYPE2 missing or not celestial)"
+            f"{path}: extension {extension!r} has no celestial wcs (CTYPE1/CTYPE2 missing or not celestial)"
         )
     return wcs.celestial if wcs.naxis != 2 else wcs
 
