@@ -14,6 +14,8 @@ hybrid export RUN_DIR [--format onnx] [--out DIR] [--ensemble RUN_DIR... | --mc-
                                        a training run -> export bundle (ONNX + preprocessing)
 hybrid predict BUNDLE INPUTS... --out SCORES.parquet [--kind K] [--workers N] [--batch-size B]
 hybrid simulate --out DIR [--fields N] [OVERRIDES...]  simulated fields as FITS + truth, DIR/field-NNNN/
+hybrid vet DATASET_OR_SCORES [--bundle B] [--queue bald|entropy|margin|random] [--port P] [OVERRIDES...]
+                                       the vetting page (needs the [vet] extra); votes -> curation=human
 """
 
 from __future__ import annotations
@@ -113,6 +115,22 @@ def main(argv: list[str] | None = None) -> int:
     p_sim.add_argument("--out", type=Path, required=True, help="output directory")
     p_sim.add_argument("--fields", type=int, default=1, help="number of fields (ids 0 .. N-1)")
     p_sim.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. survey=rubin sim.shape=[512,512]")
+    p_vet = sub.add_parser(
+        "vet", help="the vetting page: label candidates in a browser (votes -> curation=human)"
+    )
+    p_vet.add_argument("source", type=Path, help="dataset directory, or a scores file of `hybrid predict`")
+    p_vet.add_argument("--bundle", type=Path, help="export bundle to score a dataset with")
+    p_vet.add_argument("--queue", default="entropy", choices=["bald", "entropy", "margin", "random"])
+    p_vet.add_argument("--port", type=int, default=5000)
+    p_vet.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: the network)")
+    p_vet.add_argument("--votes", type=Path, default=Path("outputs/vet/votes.sqlite"), help="vote database")
+    p_vet.add_argument("--work-dir", type=Path, help="scores and rounds (default outputs/vet/<input name>)")
+    p_vet.add_argument("--volunteer", default="volunteer", help="name of volunteers who have not given one")
+    p_vet.add_argument("--retire-after", type=int, default=3, help="votes after which a candidate is retired")
+    p_vet.add_argument("--threshold", type=float, default=0.5, help="score threshold of the model review")
+    p_vet.add_argument(
+        "overrides", nargs="*", help="Hydra overrides of the retraining (active-learning rounds)"
+    )
     args, extra = parser.parse_known_args(argv)
     if extra:  # Hydra overrides after an option (`hybrid study SPEC --out DIR data.n_fields=4`)
         if not hasattr(args, "overrides") or any(a.startswith("-") for a in extra):
@@ -211,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in summary.rejected:
             print(f"rejected: {r}", file=sys.stderr)
         print(summary)
+    elif args.verb == "vet":
+        return _vet(args)
     elif args.verb == "simulate":
         from hydra.utils import instantiate
 
@@ -223,6 +243,39 @@ def main(argv: list[str] | None = None) -> int:
             fld = simulate_field(survey, sim, int(cfg.data.seed), field_id)
             for path in write_field(fld, args.out / f"field-{field_id:04d}"):
                 print(path)
+    return 0
+
+
+def _vet(args: argparse.Namespace) -> int:
+    """``hybrid vet``: open the session, then serve the page until interrupted."""
+    from hybrid.data.dataset import DatasetError
+
+    try:
+        from hybrid.vet import open_session
+        from hybrid.vet.app import create_app
+        from hybrid.vet.rounds import active_round
+
+        session, work = open_session(
+            args.source,
+            bundle=args.bundle,
+            queue=args.queue,
+            votes=args.votes,
+            work_dir=args.work_dir,
+            retire_after=args.retire_after,
+            threshold=args.threshold,
+        )
+    except ModuleNotFoundError as err:
+        print(f'hybrid vet: {err}; install the page with `pip install -e ".[vet]"`', file=sys.stderr)
+        return 2
+    except (DatasetError, FileNotFoundError, KeyError, ValueError) as err:
+        print(f"hybrid vet: {err}", file=sys.stderr)
+        return 2
+    cfg = load_config(args.overrides)
+    app = create_app(session, volunteer=args.volunteer, start_round=lambda s: active_round(s, cfg, work))
+    print(f"vetting {session.pool.name}: {len(session.pool)} candidates, queue {args.queue}")
+    print(f"votes go to {args.votes}")
+    print(f"open http://{args.host}:{args.port}/", flush=True)
+    app.run(host=args.host, port=args.port, threaded=True)
     return 0
 
 

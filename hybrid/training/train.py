@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from hybrid.curation.human import Relabel, chain, human_labels
 from hybrid.data.build import build_dataset
 from hybrid.evaluation import evaluate
 from hybrid.models import HybridModel
@@ -81,7 +82,7 @@ def normalize_splits(dm: CandidateDataModule, model: HybridModel) -> None:
 
 
 def make_datamodule(
-    cfg: DictConfig, dataset: Path, relabel: LabelPipeline | None = None
+    cfg: DictConfig, dataset: Path, relabel: LabelPipeline | Relabel | None = None
 ) -> CandidateDataModule:
     t = cfg.train
     return CandidateDataModule(
@@ -253,7 +254,8 @@ def train(cfg: DictConfig) -> dict:
 
     dataset = adapt_dataset(cfg, build_dataset(cfg))  # other surveys, harmonisation: adapter config
     labels = label_pipeline(cfg)  # label-noise injection and cleaning, when configured
-    dm = make_datamodule(cfg, dataset, relabel=labels)
+    human = human_labels(cfg, dataset)  # curation=human: the vetting page's votes, before the noise step
+    dm = make_datamodule(cfg, dataset, relabel=chain(human, labels))
     model = build_model(cfg, dm)
     normalize_splits(dm, model)
     loggers = _loggers(cfg, run_dir)
@@ -271,6 +273,8 @@ def train(cfg: DictConfig) -> dict:
                 "n_train": len(dm.splits["train"]),
             }
         )
+        if human is not None:
+            metrics.update(human.metrics())
         if labels is not None:
             labels.write(run_dir)
             metrics.update(labels.metrics())
