@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from hybrid.data.build import config_hash
 from hybrid.vet import open_session
 from hybrid.vet.pool import CandidatePool, priority
 from hybrid.vet.render import scaled, stamp_png
+from tests.conftest import TINY_RUN
 
 
 def test_votes_undo_and_one_standing_vote_per_volunteer(tmp_path: Path) -> None:
@@ -199,3 +201,65 @@ def test_pages_vote_undo_retire_and_review(session) -> None:
     called = test["score"] >= session.threshold
     assert len(review.false_positives) == int((called & ~test["truth_real"].astype(bool)).sum())
     assert client.get("/gallery/completeness.png").data[:4] == b"\x89PNG"
+
+
+def _vote_like_an_oracle(store: VoteStore, dataset: str, table: pd.DataFrame, n: int) -> list[str]:
+    """Votes of the truth on the first ``n`` training candidates of ``table`` (indexed by key)."""
+    train = table[table["split"] == "train"].head(n)
+    for key, row in train.iterrows():
+        store.cast(dataset, str(key), "oracle", "real" if row["truth_real"] else "bogus")
+    return [str(k) for k in train.index]
+
+
+@pytest.mark.slow
+def test_run_py_trains_on_the_human_label_source(tiny_run: Path, tmp_path: Path) -> None:
+    from hybrid.training.train import train
+
+    dataset = Path(json.loads((tiny_run / "metrics.json").read_text())["dataset"])
+    table = pd.read_parquet(dataset / "candidates.parquet")
+    table.index = candidate_keys(table)
+    store = VoteStore(tmp_path / "votes.sqlite")
+    voted = _vote_like_an_oracle(store, dataset.name, table, 30)
+    cfg = load_config(
+        [
+            *TINY_RUN,
+            f"paths.cache_dir={tiny_run.parent / 'cache'}",
+            f"run_dir={tmp_path / 'run'}",
+            "curation=human",
+            f"curation.human.votes={store.path}",
+        ]
+    )
+    metrics = train(cfg)
+    assert metrics["dataset"] == str(dataset)  # the dataset of curation=truth, not a rebuilt one
+    assert metrics["n_train"] == metrics["human_labelled_train"] == len(voted)
+    assert metrics["human_label_error_rate"] == 0.0
+
+
+@pytest.mark.slow
+def test_an_active_learning_round_retrains_and_refreshes_the_queue(session, tiny_run: Path) -> None:
+    from hybrid.vet.app import create_app
+    from hybrid.vet.rounds import active_round
+
+    work = session.store.path.parent
+    _vote_like_an_oracle(session.store, session.pool.name, session.pool.table, 40)
+    before = session.pool.table["score"].copy()
+    cfg = load_config([*TINY_RUN, f"paths.cache_dir={tiny_run.parent / 'cache'}"])
+    client = create_app(session, start_round=lambda s: active_round(s, cfg, work)).test_client()
+    assert client.post("/round", headers={"Accept": "application/json"}).json["state"] == "running"
+    for _ in range(600):
+        state = client.get("/round").json
+        if state["state"] != "running":
+            break
+        time.sleep(0.5)
+    assert state["state"] == "done", state
+    run_dir = Path(state["run_dir"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["human_labelled_train"] == metrics["n_train"] == 40
+    scores = pd.read_parquet(run_dir / "scores.parquet")
+    assert len(scores) == len(session.pool)
+    new = session.pool.table["score"]
+    assert np.allclose(new.loc[scores.index], scores["score"]) and not np.allclose(new, before)
+    expected = priority(session.pool, session.queue).sort_values(ascending=False, kind="stable").index
+    assert list(session.order) == list(expected)
+    reopened, _ = open_session(session.pool.dataset, votes=session.store.path, work_dir=work)
+    assert np.allclose(reopened.pool.table["score"], new)  # a restarted page keeps the round's scores

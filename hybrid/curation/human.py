@@ -150,7 +150,10 @@ class VoteStore:
         if where:
             query += " WHERE " + " AND ".join(where)
         with self._connect() as conn:
-            return pd.read_sql_query(query + " ORDER BY id", conn, params=args)
+            table = pd.read_sql_query(query + " ORDER BY id", conn, params=args)
+        for col in ("type", "undone_at"):  # NULL stays None (pandas reads it as NaN in a text column)
+            table[col] = table[col].astype(object).where(table[col].notna(), None)
+        return table
 
     def datasets(self) -> list[str]:
         """The datasets that have votes."""
