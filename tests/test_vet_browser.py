@@ -1,8 +1,9 @@
 """The vetting page in a real headless browser (Chromium + chromedriver from the system, Selenium).
 
 Label ten candidates with the keyboard, kill the server (SIGKILL), start it again, and find all ten
-labels. Screenshots of the candidate page and the gallery go to ``$HYBRID_VET_SCREENSHOTS`` (the
-committed ones in reports/ were made with ``HYBRID_VET_SCREENSHOTS=reports``), else to tmp_path.
+labels. Screenshots of the candidate page and the gallery go to ``$HYBRID_VET_SCREENSHOTS``, else to
+tmp_path. The pool is the tiny run's dataset and bundle, or ``$HYBRID_VET_DATASET`` scored by
+``$HYBRID_VET_BUNDLE`` (the screenshots in reports/ show a model trained for a few epochs; see README).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def browser():
 
 
 def test_label_ten_with_the_keyboard_kill_restart_and_find_them(
-    browser, tiny_bundle: Path, tmp_path: Path
+    browser, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
@@ -85,10 +86,13 @@ def test_label_ten_with_the_keyboard_kill_restart_and_find_them(
 
     shots = Path(os.environ.get("HYBRID_VET_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
-    dataset = json.loads((tiny_bundle.parent / "run" / "metrics.json").read_text())["dataset"]
+    dataset = os.environ.get("HYBRID_VET_DATASET")
+    bundle = Path(os.environ.get("HYBRID_VET_BUNDLE") or request.getfixturevalue("tiny_bundle"))
+    if not dataset:
+        dataset = json.loads((bundle.parent / "run" / "metrics.json").read_text())["dataset"]
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    args = [dataset, "--bundle", str(tiny_bundle), "--queue", "entropy", "--port", str(port)]
+    args = [dataset, "--bundle", str(bundle), "--queue", "entropy", "--port", str(port)]
     args += ["--votes", str(tmp_path / "votes.sqlite"), "--work-dir", str(tmp_path / "work")]
     log = tmp_path / "server.log"
     server = _start(args, tmp_path, url, log)
