@@ -263,3 +263,36 @@ def test_an_active_learning_round_retrains_and_refreshes_the_queue(session, tiny
     assert list(session.order) == list(expected)
     reopened, _ = open_session(session.pool.dataset, votes=session.store.path, work_dir=work)
     assert np.allclose(reopened.pool.table["score"], new)  # a restarted page keeps the round's scores
+
+
+def test_scores_files_of_hybrid_predict_are_pools(session, tiny_bundle: Path, tmp_path: Path) -> None:
+    from hybrid.cli import main
+    from hybrid.vet.pool import load_pool
+    from tests.test_readers import PARQUET
+
+    dataset = session.pool.dataset
+    out = tmp_path / "scores.parquet"
+    assert main(["predict", str(tiny_bundle), str(dataset), "--out", str(out), "--workers", "1"]) == 0
+    pool = load_pool(out, work_dir=tmp_path)
+    assert pool.name == dataset.name and pool.dataset == dataset  # votes go to the dataset itself
+    np.testing.assert_allclose(pool.table["score"], session.pool.table["score"], rtol=1e-6)
+    alerts = tmp_path / "alerts.parquet"
+    assert main(["predict", str(tiny_bundle), str(PARQUET), "--out", str(alerts), "--workers", "1"]) == 0
+    pool = load_pool(alerts, work_dir=tmp_path)  # real ZTF alerts: stamps read again from the source
+    scores = pd.read_parquet(alerts)
+    assert pool.name == "alerts" and pool.dataset is None
+    assert list(pool.table.index) == scores["alert_id"].astype(str).tolist()
+    assert pool.stamps.shape == (len(scores), 3, 63, 63) and pool.has_scores
+    assert "magpsf" not in pool.features and pool.features["mag_psf"] == "mag"
+
+
+def test_hybrid_vet_names_bad_input_without_a_traceback(tmp_path: Path, capsys, monkeypatch) -> None:
+    from hybrid.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["vet", "nothing.parquet"]) == 2
+    assert "nothing.parquet: neither a dataset directory nor a scores Parquet file" in capsys.readouterr().err
+    assert not (tmp_path / "outputs").exists()  # nothing written for bad input
+    pd.DataFrame({"alert_id": ["1"], "source": ["x"]}).to_parquet(tmp_path / "s.parquet")
+    assert main(["vet", str(tmp_path / "s.parquet"), "--work-dir", str(tmp_path / "w")]) == 2
+    assert "s.parquet: field 'score' missing" in capsys.readouterr().err

@@ -45,8 +45,8 @@ def open_session(
         if work_dir
         else Path("outputs/vet") / (source.name if source.is_dir() else source.stem)
     )
-    work.mkdir(parents=True, exist_ok=True)
     pool = load_pool(source, bundle=bundle, work_dir=work)
+    work.mkdir(parents=True, exist_ok=True)
     latest = latest_scores(work)
     if latest is not None:
         log.info("using the scores of the newest active-learning round in %s", work)
