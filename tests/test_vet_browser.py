@@ -44,7 +44,7 @@ def _start(args: list[str], cwd: Path, url: str, log: Path) -> subprocess.Popen:
         proc = subprocess.Popen(
             [sys.executable, "-m", "hybrid.cli", "vet", *args], cwd=cwd, env=env, stdout=out, stderr=out
         )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # scoring with --bundle comes first
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"hybrid vet exited with {proc.returncode}: {log.read_text()[-2000:]}")
