@@ -18,6 +18,8 @@ hybrid predict BUNDLE INPUTS... --out SCORES.parquet [--kind K] [--workers N] [-
 hybrid simulate --out DIR [--fields N] [OVERRIDES...]  simulated fields as FITS + truth, DIR/field-NNNN/
 hybrid pipeline SCI.fits REF.fits --out DIR [--catalog CAT] [--bundle B] [--regions] [--pairs LIST]
                 [--workers N] [OVERRIDES...]   real frames -> candidates dataset (+ scores, DS9 regions, PNG)
+hybrid vet DATASET_OR_SCORES [--bundle B] [--queue bald|entropy|margin|random] [--port P] [OVERRIDES...]
+                                       the vetting page (needs the [vet] extra); votes -> curation=human
 """
 
 from __future__ import annotations
@@ -138,6 +140,22 @@ def main(argv: list[str] | None = None) -> int:
     p_pipe.add_argument("--bundle", type=Path, help="export bundle: also write DIR/scores.parquet")
     p_pipe.add_argument("--regions", action="store_true", help="DS9 regions + PNG per pair in DIR/regions/")
     p_pipe.add_argument("--workers", type=int, default=1, help="frame pairs processed in parallel")
+    p_vet = sub.add_parser(
+        "vet", help="the vetting page: label candidates in a browser (votes -> curation=human)"
+    )
+    p_vet.add_argument("source", type=Path, help="dataset directory, or a scores file of `hybrid predict`")
+    p_vet.add_argument("--bundle", type=Path, help="export bundle to score a dataset with")
+    p_vet.add_argument("--queue", default="entropy", choices=["bald", "entropy", "margin", "random"])
+    p_vet.add_argument("--port", type=int, default=5000)
+    p_vet.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: the network)")
+    p_vet.add_argument("--votes", type=Path, default=Path("outputs/vet/votes.sqlite"), help="vote database")
+    p_vet.add_argument("--work-dir", type=Path, help="scores and rounds (default outputs/vet/<input name>)")
+    p_vet.add_argument("--volunteer", default="volunteer", help="name of volunteers who have not given one")
+    p_vet.add_argument("--retire-after", type=int, default=3, help="votes after which a candidate is retired")
+    p_vet.add_argument("--threshold", type=float, default=0.5, help="score threshold of the model review")
+    p_vet.add_argument(
+        "overrides", nargs="*", help="Hydra overrides of the retraining (active-learning rounds)"
+    )
     args, extra = parser.parse_known_args(argv)
     if args.verb == "pipeline":  # positional: frame paths, then Hydra overrides
         args.overrides = [a for a in args.args if "=" in a]
@@ -271,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"hybrid pipeline: {err}", file=sys.stderr)
             return 2
         print(out)
+    elif args.verb == "vet":
+        return _vet(args)
     elif args.verb == "simulate":
         from hydra.utils import instantiate
 
@@ -283,6 +303,39 @@ def main(argv: list[str] | None = None) -> int:
             fld = simulate_field(survey, sim, int(cfg.data.seed), field_id)
             for path in write_field(fld, args.out / f"field-{field_id:04d}"):
                 print(path)
+    return 0
+
+
+def _vet(args: argparse.Namespace) -> int:
+    """``hybrid vet``: open the session, then serve the page until interrupted."""
+    from hybrid.data.dataset import DatasetError
+
+    try:
+        from hybrid.vet import open_session
+        from hybrid.vet.app import create_app
+        from hybrid.vet.rounds import active_round
+
+        session, work = open_session(
+            args.source,
+            bundle=args.bundle,
+            queue=args.queue,
+            votes=args.votes,
+            work_dir=args.work_dir,
+            retire_after=args.retire_after,
+            threshold=args.threshold,
+        )
+    except ModuleNotFoundError as err:
+        print(f'hybrid vet: {err}; install the page with `pip install -e ".[vet]"`', file=sys.stderr)
+        return 2
+    except (DatasetError, FileNotFoundError, KeyError, ValueError) as err:
+        print(f"hybrid vet: {err}", file=sys.stderr)
+        return 2
+    cfg = load_config(args.overrides)
+    app = create_app(session, volunteer=args.volunteer, start_round=lambda s: active_round(s, cfg, work))
+    print(f"vetting {session.pool.name}: {len(session.pool)} candidates, queue {args.queue}")
+    print(f"votes go to {args.votes}")
+    print(f"open http://{args.host}:{args.port}/", flush=True)
+    app.run(host=args.host, port=args.port, threaded=True)
     return 0
 
 

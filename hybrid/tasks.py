@@ -101,6 +101,7 @@ def train(cfg: DictConfig) -> dict:
     from lightning.pytorch.loggers import WandbLogger
 
     from hybrid.adapters.stage import adapt_dataset, cross_survey_metrics
+    from hybrid.curation.human import chain, human_labels
     from hybrid.evaluation import evaluate
     from hybrid.noise.labels import label_pipeline
     from hybrid.training.train import (
@@ -124,7 +125,8 @@ def train(cfg: DictConfig) -> dict:
 
     dataset = adapt_dataset(cfg, build_dataset(cfg))  # other surveys, harmonisation: adapter config
     labels = label_pipeline(cfg)  # label-noise injection and cleaning, when configured
-    dm = make_datamodule(cfg, dataset, relabel=labels)
+    human = human_labels(cfg, dataset)  # curation=human: the vetting page's votes, before the noise step
+    dm = make_datamodule(cfg, dataset, relabel=chain(human, labels))
     model = build_model(cfg, dm)
     normalize_splits(dm, model)
     loggers = _loggers(cfg, run.path)
@@ -149,6 +151,8 @@ def train(cfg: DictConfig) -> dict:
         if labels is not None:
             labels.write(run.path)
             metrics.update(labels.metrics())
+        if human is not None:
+            metrics.update(human.metrics())
         metrics.update(cross_survey_metrics(cfg, dm, module))  # other surveys, when adapter.targets
         run.write_metrics(metrics)  # last: its presence marks a finished run (train.skip_finished)
         for lg in loggers:

@@ -32,7 +32,7 @@ BOGUS_KINDS: tuple[str, ...] = (
 )
 
 #: How a row's label was obtained.
-LABEL_SOURCES: tuple[str, ...] = ("truth", "algorithmic", "injected")
+LABEL_SOURCES: tuple[str, ...] = ("truth", "algorithmic", "injected", "human")
 
 
 def type_index(name: str) -> int:

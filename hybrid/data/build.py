@@ -192,6 +192,8 @@ def data_seed(cfg: DictConfig | dict) -> int:
 def config_hash(cfg: DictConfig | dict) -> str:
     c = as_container(cfg)
     content = {k: c.get(k) for k in CONTENT_KEYS}
+    if isinstance(content.get("curation"), dict):  # human labels apply at load time: the same data
+        content["curation"] = {k: v for k, v in content["curation"].items() if k != "human"}
     content["seed"] = data_seed(c)  # the survey's realisation (hashed under its old name)
     content["pipeline_version"] = PIPELINE_VERSION
     content["data"] = {

@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from hybrid.curation.human import Relabel
 from hybrid.models import HybridModel
 from hybrid.noise.labels import LabelPipeline
 from hybrid.taxonomy import TRANSIENT_TYPES
@@ -75,7 +76,7 @@ def model_features(cfg: DictConfig) -> list[str] | None:
 
 
 def make_datamodule(
-    cfg: DictConfig, dataset: Path, relabel: LabelPipeline | None = None
+    cfg: DictConfig, dataset: Path, relabel: LabelPipeline | Relabel | None = None
 ) -> CandidateDataModule:
     t = cfg.train
     return CandidateDataModule(
