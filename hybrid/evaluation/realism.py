@@ -42,6 +42,7 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
+from threadpoolctl import threadpool_limits
 
 from hybrid.detection.candidates import CHANNELS
 
@@ -251,22 +252,25 @@ def classifier_two_sample_test(
         groups = {name: [j] for j, name in enumerate(names)}
     aucs: list[float] = []
     drops: dict[str, list[float]] = {g: [] for g in groups}
-    for k, (train, test) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y)):
-        clf = HistGradientBoostingClassifier(max_iter=max_iter, random_state=seed + k)
-        clf.fit(x[train], y[train])
-        xt, yt = x[test], y[test]
-        auc = roc_auc_score(yt, clf.predict_proba(xt)[:, 1])
-        aucs.append(float(auc))
-        # every shuffled copy of the held-out fold scored in one call (per-call overhead dominates)
-        copies = []
-        for cols in groups.values():
-            for _ in range(repeats):
-                shuffled = xt.copy()
-                shuffled[:, cols] = xt[rng.permutation(len(xt))][:, cols]
-                copies.append(shuffled)
-        p = clf.predict_proba(np.concatenate(copies))[:, 1].reshape(len(groups), repeats, len(xt))
-        for g, pg in zip(groups, p, strict=True):
-            drops[g].extend(auc - roc_auc_score(yt, pr) for pr in pg)
+    splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y)
+    # one OpenMP thread: the models are small, and spinning threads on a shared machine cost more
+    with threadpool_limits(1, user_api="openmp"):
+        for k, (train, test) in enumerate(splits):
+            clf = HistGradientBoostingClassifier(max_iter=max_iter, random_state=seed + k)
+            clf.fit(x[train], y[train])
+            xt, yt = x[test], y[test]
+            auc = roc_auc_score(yt, clf.predict_proba(xt)[:, 1])
+            aucs.append(float(auc))
+            # every shuffled copy of the held-out fold scored in one call (per-call overhead dominates)
+            copies = []
+            for cols in groups.values():
+                for _ in range(repeats):
+                    shuffled = xt.copy()
+                    shuffled[:, cols] = xt[rng.permutation(len(xt))][:, cols]
+                    copies.append(shuffled)
+            p = clf.predict_proba(np.concatenate(copies))[:, 1].reshape(len(groups), repeats, len(xt))
+            for g, pg in zip(groups, p, strict=True):
+                drops[g].extend(auc - roc_auc_score(yt, pr) for pr in pg)
     return TwoSampleResult(float(np.mean(aucs)), aucs, n, {g: float(np.mean(v)) for g, v in drops.items()})
 
 
