@@ -344,13 +344,16 @@ def load_sim(dataset: str | Path, *, max_rows: int = 5000, seed: int = 0) -> tup
     return Sample(cand, stamps, float(scale), f"`{ds.path}` ({ds.meta.get('survey', '?')})"), features, counts
 
 
-def load_real(inputs: list[str | Path], *, kind: str | None = None) -> tuple[Sample, list[str], dict]:
-    """The alerts of ``inputs`` (every reader's format), their features and counts."""
+def load_real(
+    inputs: list[str | Path], *, kind: str | None = None, stamp_size: int = 63
+) -> tuple[Sample, list[str], dict]:
+    """The alerts of ``inputs`` (every reader's format) with stamps of ``stamp_size`` (centred cuts of
+    the survey's cutouts, to match the simulated stamps), their features and counts."""
     from hybrid.data.readers import framework_features, read_alerts
     from hybrid.data.readers.rubin import RUBIN_PIXEL_SCALE
     from hybrid.data.readers.ztf import ZTF_PIXEL_SCALE
 
-    batch = read_alerts(inputs, kind=kind)
+    batch = read_alerts(inputs, kind=kind, stamp_size=stamp_size)
     if len(batch) == 0:
         raise RealismError(f"no usable alerts in {[str(p) for p in inputs]}")
     surveys = sorted(set(batch.candidates["survey"]))
@@ -385,7 +388,7 @@ def realism(
         and of the real side, each with the stamp statistics first).
     """
     sim, sim_features, sim_counts = load_sim(sim_dataset, max_rows=max_sim, seed=seed)
-    real, real_features, real_counts = load_real(real_inputs, kind=kind)
+    real, real_features, real_counts = load_real(real_inputs, kind=kind, stamp_size=sim.stamps.shape[-1])
     stats_sim = stamp_statistics(sim.stamps, pixel_scale=sim.pixel_scale)
     stats_real = stamp_statistics(real.stamps, pixel_scale=real.pixel_scale)
     features = list(dict.fromkeys([*sim_features, *real_features]))
