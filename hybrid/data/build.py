@@ -58,7 +58,9 @@ from hybrid.data.dataset import (
 from hybrid.data.splits import assign_splits
 from hybrid.detection import FEATURE_UNITS, subtract_background
 from hybrid.detection.candidates import CHANNELS, Frame
+from hybrid.detection.stamps import cut_stamps
 from hybrid.sim.field import simulate_field
+from hybrid.sim.survey import CutoutConvention
 from hybrid.taxonomy import BOGUS_KINDS, LABEL_SOURCES, TRANSIENT_TYPES
 
 log = logging.getLogger(__name__)
@@ -126,6 +128,8 @@ def process_field(cfg: DictConfig | dict, field_id: int) -> FieldProducts:
             cut = frame.cut(x, y, size, fill)
             ra, dec = (difference.wcs.all_pix2world(x, y, 0)) if len(det) else (np.zeros(0), np.zeros(0))
             table = pd.concat([det.assign(ra=ra, dec=dec), frame.measure(cut, x, y, sign)], axis=1)
+            issued = survey.issued(table)  # the survey's alert stream: only what it would send
+            table, cut = table[issued].reset_index(drop=True), cut.take(np.flatnonzero(issued))
         with timer("label"):
             fwhm_px = epoch.conditions["fwhm_arcsec"] / survey.pixel_scale
             table = pd.concat([table, match_truth(table, fld, epoch, fwhm_px=fwhm_px)], axis=1)
@@ -149,7 +153,16 @@ def process_field(cfg: DictConfig | dict, field_id: int) -> FieldProducts:
             with timer("context"):
                 rows = pd.concat([rows, context.features(rows, kb)], axis=1)
         tables.append(rows)
-        stamps.append(kept.images())
+        with timer("cut"):
+            sky = epoch.science.image - science.image  # the background model subtract_background removed
+            stamps.append(
+                kept.images(
+                    survey.cutouts,
+                    sign=np.where(rows["isdiffpos"].to_numpy(bool), 1, -1),
+                    sky=cut_stamps(sky, rows["x"].to_numpy(), rows["y"].to_numpy(), size, fill),
+                    template_scale=10 ** (0.4 * (science.zero_point - fld.reference.zero_point)),
+                )
+            )
     with timer("label"):
         table = pd.concat(tables, ignore_index=True)
         table.insert(0, "field", field_id)
@@ -183,7 +196,7 @@ def object_ids(table: pd.DataFrame, field_id: int, radius_px: float = 2.0) -> np
 
 
 #: Bump when the pipeline's output changes for an unchanged config, so cached datasets are rebuilt.
-PIPELINE_VERSION = 2
+PIPELINE_VERSION = 3
 
 
 def data_seed(cfg: DictConfig | dict) -> int:
@@ -275,7 +288,7 @@ class BuildPlan:
             "pixel_scale": c["survey"]["pixel_scale"],
             "pixel_scale_unit": "arcsec/pixel",
             "channels": list(CHANNELS),
-            "channel_units": {"sci": "adu (sky included)", "ref": "adu (sky subtracted)", "diff": "adu"},
+            "channel_units": channel_units(instantiate(c["survey"]).cutouts),
             "stamp_size": int(c["data"]["stamp_size"]),
             "fill_value": str(c["data"]["fill_value"]),
             "features": {**FEATURE_UNITS, **context_units},
@@ -303,6 +316,17 @@ class BuildPlan:
         return table.assign(
             split=assign_splits(table["object_id"].to_numpy(), fractions, data_seed(self.cfg))
         )
+
+
+def channel_units(convention: CutoutConvention) -> dict[str, str]:
+    """What each stored stamp plane holds under the survey's cutout convention."""
+    sky = "sky included" if convention.sky else "sky subtracted"
+    ref = "adu, scaled to the science zero point" if convention.template_matched else "adu"
+    ref_sky = sky if convention.template_matched else "sky subtracted"
+    diff = (
+        "template - science for negative detections" if convention.negative_flipped else "science - template"
+    )
+    return {"sci": f"adu ({sky})", "ref": f"{ref} ({ref_sky})", "diff": f"adu ({diff})"}
 
 
 def _sum_seconds(items: Any) -> dict[str, float]:

@@ -69,7 +69,7 @@ def run_dataset(run_dir: Path, cfg: DictConfig) -> Path:
 
 def load_run_model(run_dir: str | Path, *, checkpoint: str = "best") -> tuple[HybridModel, DictConfig, Path]:
     """The trained HybridModel of a run directory (eval mode), its config, and its dataset directory."""
-    from hybrid.training.train import make_model
+    from hybrid.training.train import make_model, model_features
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -82,7 +82,8 @@ def load_run_model(run_dir: str | Path, *, checkpoint: str = "best") -> tuple[Hy
         raise BundleError(f"{run_dir / 'checkpoints'}: no {checkpoint}.ckpt or last.ckpt")
     dataset = run_dataset(run_dir, cfg)
     meta = read_dataset(dataset).meta
-    features = list(meta["features"]) if cfg.train.features is None else list(cfg.train.features)
+    selected = model_features(cfg)
+    features = list(meta["features"]) if selected is None else selected
     channels = list(meta["channels"]) if cfg.train.channels is None else list(cfg.train.channels)
     model = make_model(cfg, in_chans=len(channels), feature_names=features)
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]

@@ -11,14 +11,15 @@ structs of ``fileName`` and ``stampData``), as Fink writes them.
 Mapping to the framework's features (:data:`ZTF_FEATURE_MAP`; units as in
 :data:`hybrid.detection.features.FEATURE_UNITS`). ZTF's catalogue-match fields use -999 for "no
 match", read here as missing. Fluxes are converted from magnitudes with the science zero point
-(``magzpsci``), the difference image being in science-image DN. Features ZTF does not measure the same
+fluxes are in microjansky, from the magnitudes (which ZTF calibrated with the exposure's own zero point
+``magzpsci``), so no detector unit reaches a model. Features ZTF does not measure the same
 way are left missing (NaN) and imputed by the model with a missing-value indicator:
 
 ========================  =================================================================
 feature                   ZTF source
 ========================  =================================================================
 mag_psf, sigma_mag_psf    magpsf, sigmapsf
-flux_psf                  (+1 or -1 by isdiffpos) * 10^(-0.4 (magpsf - magzpsci))  [DN]
+flux_psf                  (+1 or -1 by isdiffpos) * 10^(-0.4 (magpsf - 23.9))  [uJy]
 flux_psf_err, snr_psf     |flux_psf| sigmapsf / 1.0857, 1.0857 / sigmapsf
 flux_aper, snr_aper       the same from magap, sigmagap
 isdiffpos                 isdiffpos ('t' or '1' -> 1)
@@ -59,6 +60,7 @@ from hybrid.data.readers.base import (
     numeric_column,
     stamps_from_cutouts,
 )
+from hybrid.detection.features import AB_ZERO_POINT_UJY
 
 #: arcsec / pixel of the ZTF camera (Bellm et al. 2019)
 ZTF_PIXEL_SCALE = 1.01
@@ -79,10 +81,10 @@ USED = frozenset(
 ZTF_FEATURE_MAP: dict[str, str] = {
     "mag_psf": "magpsf",
     "sigma_mag_psf": "sigmapsf",
-    "flux_psf": "sign(isdiffpos) * 10**(-0.4 * (magpsf - magzpsci))",
+    "flux_psf": "sign(isdiffpos) * 10**(-0.4 * (magpsf - 23.9)) [uJy]",
     "flux_psf_err": "|flux_psf| * sigmapsf / 1.0857",
     "snr_psf": "1.0857 / sigmapsf",
-    "flux_aper": "sign(isdiffpos) * 10**(-0.4 * (magap - magzpsci))",
+    "flux_aper": "sign(isdiffpos) * 10**(-0.4 * (magap - 23.9)) [uJy]",
     "snr_aper": "1.0857 / sigmagap",
     "isdiffpos": "isdiffpos in ('t', '1')",
     "chi2_psf": "chipsf",
@@ -114,13 +116,9 @@ def ztf_features(cand: pd.DataFrame) -> pd.DataFrame:
     """Framework features (see the module table) from a table of ZTF ``candidate`` records."""
     diffpos = cand["isdiffpos"].astype("string").str.lower().isin(["t", "1", "true"]).to_numpy()
     sign = np.where(diffpos, 1.0, -1.0)
-    magpsf, sigmapsf, zp = (
-        numeric_column(cand, "magpsf"),
-        numeric_column(cand, "sigmapsf"),
-        numeric_column(cand, "magzpsci"),
-    )
+    magpsf, sigmapsf = numeric_column(cand, "magpsf"), numeric_column(cand, "sigmapsf")
     magap, sigmagap = numeric_column(cand, "magap"), numeric_column(cand, "sigmagap")
-    flux = sign * 10 ** (-0.4 * (magpsf - zp))
+    flux = sign * 10 ** (-0.4 * (magpsf - AB_ZERO_POINT_UJY))
     elong = numeric_column(cand, "elong")
     fid = numeric_column(cand, "fid")
     ps1 = np.select(
@@ -136,7 +134,7 @@ def ztf_features(cand: pd.DataFrame) -> pd.DataFrame:
                 "flux_psf": flux,
                 "flux_psf_err": np.abs(flux) * sigmapsf / 1.0857,
                 "snr_psf": 1.0857 / sigmapsf,
-                "flux_aper": sign * 10 ** (-0.4 * (magap - zp)),
+                "flux_aper": sign * 10 ** (-0.4 * (magap - AB_ZERO_POINT_UJY)),
                 "snr_aper": 1.0857 / sigmagap,
                 "isdiffpos": diffpos.astype(np.float64),
                 "chi2_psf": numeric_column(cand, "chipsf"),
