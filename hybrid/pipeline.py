@@ -54,7 +54,7 @@ from hybrid.data.dataset import (
     write_dataset,
     write_dataset_streaming,
 )
-from hybrid.data.fits import _atomic_write, read_catalog
+from hybrid.data.fits import read_catalog
 from hybrid.data.frames import PairCandidates, StageTimer, pair_candidates, with_context
 from hybrid.data.real_frames import (
     FrameFormat,
@@ -69,6 +69,7 @@ from hybrid.data.real_frames import (
 from hybrid.detection import FEATURE_UNITS, subtract_background
 from hybrid.detection.candidates import CHANNELS
 from hybrid.exposure import Exposure, InvalidExposureError
+from hybrid.io import atomic_write, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -373,7 +374,7 @@ def plot_difference(products: PairProducts, path: Path) -> Path:
     def save(tmp: Path) -> None:
         fig.savefig(tmp, format="png")
 
-    _atomic_write(path, save, overwrite=True)
+    atomic_write(path, save)
     plt.close(fig)
     return path
 
@@ -394,11 +395,11 @@ def run_pair(
             "reference": str(pair.reference),
             "skipped": str(err),
         }
-        _atomic_write(shard_dir / f"{pair.name}.skipped.json", lambda t: t.write_text(json.dumps(info)), True)
+        write_text_atomic(shard_dir / f"{pair.name}.skipped.json", json.dumps(info))
         return info
     if regions:
         text = regions_text(products.candidates)
-        _atomic_write(shard_dir / f"{pair.name}.reg", lambda t: t.write_text(text), True)
+        write_text_atomic(shard_dir / f"{pair.name}.reg", text)
         plot_difference(products, shard_dir / f"{pair.name}.png")
     info = {**products.info, "seconds": products.seconds}
     write_dataset(shard, products.candidates, products.stamps, info)
