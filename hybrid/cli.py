@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from hybrid.bench import BENCHMARKS
+from hybrid.validation import USER_ERRORS, user_message, validate_config
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -36,10 +38,23 @@ def load_config(overrides: list[str]) -> DictConfig:
     if not CONF_DIR.is_dir():
         raise FileNotFoundError(f"{CONF_DIR}: config directory not found; run from a source checkout")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=overrides)
+        cfg = compose("config", overrides=overrides)
+    validate_config(cfg)
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a verb; bad input or config ends in one line naming the file or key, and exit status 2."""
+    try:
+        return _main(argv)
+    except USER_ERRORS as err:
+        if os.environ.get("HYBRID_DEBUG"):
+            raise
+        print(f"hybrid: error: {user_message(err)}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(
         prog="hybrid", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -94,10 +94,24 @@ def _fast_image(data: bytes) -> np.ndarray | None:
         return None  # image in an extension, a cube, or an odd BITPIX: astropy
     if float(cards.get(b"BSCALE", 1)) != 1.0 or float(cards.get(b"BZERO", 0)) != 0.0:
         return None
-    nx, ny = int(cards[b"NAXIS1"]), int(cards[b"NAXIS2"])
+    try:
+        nx, ny = int(cards[b"NAXIS1"]), int(cards[b"NAXIS2"])
+    except (KeyError, ValueError):
+        raise CutoutError("FITS header lacks a valid NAXIS1 or NAXIS2") from None
+    if nx <= 0 or ny <= 0:
+        raise CutoutError(f"FITS image is empty (NAXIS1={nx}, NAXIS2={ny})")
     dtype = np.dtype(_DTYPES[bitpix])
-    if len(data) < offset + nx * ny * dtype.itemsize:
+    size = nx * ny * dtype.itemsize
+    if len(data) < offset + size:
         raise CutoutError(f"FITS data truncated: {len(data) - offset} bytes for a {ny}x{nx} {dtype} image")
+    # more than a block after the data unit that is not an extension: the header's BITPIX / NAXISn do
+    # not describe the bytes (a corrupted header), and reading them would give garbage pixels
+    end = offset + -(-size // _BLOCK) * _BLOCK
+    if len(data) - end >= _BLOCK and not data[end : end + 8] == b"XTENSION":
+        raise CutoutError(
+            f"FITS header inconsistent with the file: BITPIX={bitpix} NAXIS1={nx} NAXIS2={ny} describe "
+            f"{size} bytes of data, the file holds {len(data) - offset}"
+        )
     return np.frombuffer(data, dtype, nx * ny, offset).reshape(ny, nx)
 
 
@@ -145,8 +159,15 @@ def decode_cutout(data: bytes | None) -> np.ndarray:
 
 
 def nan_problem(image: np.ndarray) -> str | None:
-    """ "all N pixels are NaN" for an image without a finite pixel, else None."""
-    return None if np.isfinite(image).any() else f"all {image.size} pixels are NaN"
+    """Why an image without a finite pixel is unusable ("all N pixels are NaN", or infinite), else None."""
+    if np.isfinite(image).any():
+        return None
+    n_inf = int(np.isinf(image).sum())
+    if n_inf == 0:
+        return f"all {image.size} pixels are NaN"
+    if n_inf == image.size:
+        return f"all {image.size} pixels are infinite"
+    return f"no finite pixel ({image.size - n_inf} NaN, {n_inf} infinite)"
 
 
 def implausible_fraction(stamps: np.ndarray) -> np.ndarray:
