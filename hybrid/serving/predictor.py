@@ -284,27 +284,10 @@ class Predictor:
             if _scored_keys([part]) <= in_out:  # merged by a run killed before it removed its parts
                 part.unlink()
         done = _scored_keys([out, *sorted(parts_dir.glob("part-*.parquet"))])
-        seen_ids = {a for _, a in done}
         summary = PredictSummary(out)
         n_part = 1 + max((int(p.stem.split("-")[1]) for p in parts_dir.glob("part-*.parquet")), default=-1)
-        bar = tqdm(unit="alert", desc=f"predict -> {out.name}", disable=not progress)
-        for table, rejected in self.iter_scores(inputs, kind=kind):
-            bar.update(len(table) + len(rejected))
-            summary.rejected.extend(rejected)
-            if done:
-                seen = np.array(
-                    [(s, a) in done for s, a in zip(table["source"], table["alert_id"], strict=True)], bool
-                )
-                summary.skipped_already_scored += int(seen.sum())
-                table = table[~seen]
-            if len(table) == 0:
-                continue
-            table = table.assign(flag_duplicate_id=duplicate_ids(table["alert_id"].tolist(), seen_ids))
-            part = parts_dir / f"part-{n_part:06d}.parquet"
-            _atomic_parquet(table, part)
-            n_part += 1
-            summary.scored += len(table)
-        bar.close()
+        with tqdm(unit="alert", desc=f"predict -> {out.name}", disable=not progress) as bar:
+            self._score_into(inputs, kind, parts_dir, n_part, done, summary, bar)
         sources = [p for p in [out] if p.is_file()] + sorted(parts_dir.glob("part-*.parquet"))
         if sources:
             tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -326,6 +309,35 @@ class Predictor:
                 "%d alerts rejected (reasons in %s)", len(summary.rejected), out.stem + ".rejected.csv"
             )
         return summary
+
+    def _score_into(
+        self,
+        inputs: Iterable[str | Path],
+        kind: str | None,
+        parts_dir: Path,
+        n_part: int,
+        done: set[tuple[str, str]],
+        summary: PredictSummary,
+        bar: tqdm,
+    ) -> None:
+        """Score the chunks of ``inputs`` not yet ``done`` into parts ``parts_dir/part-<n_part>...``."""
+        seen_ids = {a for _, a in done}
+        for table, rejected in self.iter_scores(inputs, kind=kind):
+            bar.update(len(table) + len(rejected))
+            summary.rejected.extend(rejected)
+            if done:
+                seen = np.array(
+                    [(s, a) in done for s, a in zip(table["source"], table["alert_id"], strict=True)], bool
+                )
+                summary.skipped_already_scored += int(seen.sum())
+                table = table[~seen]
+            if len(table) == 0:
+                continue
+            table = table.assign(flag_duplicate_id=duplicate_ids(table["alert_id"].tolist(), seen_ids))
+            part = parts_dir / f"part-{n_part:06d}.parquet"
+            _atomic_parquet(table, part)
+            n_part += 1
+            summary.scored += len(table)
 
 
 _WORKER: Predictor | None = None

@@ -186,16 +186,21 @@ def reader_for(path: str | Path, kind: str | None = None) -> AlertReader:
         raise ReaderError(f"{path}: no such file or directory")
     if kind is not None:
         return READERS.get(kind)()
-    readers = [READERS.get(name)() for name in READERS.names()]
-    for reader in readers:
+    for name in READERS.names():
+        reader = READERS.get(name)()
         if reader.sniff(path):
             return reader
-    why = sorted({w for w in (r.mismatch(path) for r in readers) if w})
+    why = _mismatches(path)
     raise ReaderError(
         f"{path}: "
         + ("; ".join(why) if why else "not a recognised input")
         + f"; readers: {', '.join(READERS.names())}"
     )
+
+
+def _mismatches(path: Path) -> list[str]:
+    """What the readers whose kind of input ``path`` looks like say is wrong with it."""
+    return sorted({w for n in READERS.names() if (w := READERS.get(n)().mismatch(path))})
 
 
 def iter_chunks(
@@ -207,8 +212,10 @@ def iter_chunks(
         if path.is_dir() and not any(READERS.get(n)().sniff(path) for n in READERS.names()):
             files = sorted(p for p in path.rglob("*.avro"))
             if not files:
-                reader_for(path, kind)  # names what is wrong with a directory meant for a reader
-                raise ReaderError(f"{path}: directory holds no dataset, FITS catalog or .avro alerts")
+                why = "; ".join(_mismatches(path))
+                raise ReaderError(
+                    f"{path}: {why or 'directory holds no dataset, FITS catalog or .avro alerts'}"
+                )
             yield from iter_chunks(files, kind=kind, batch_size=batch_size)
             continue
         yield from reader_for(path, kind).chunks(path, batch_size)

@@ -102,6 +102,8 @@ def _fast_image(data: bytes) -> np.ndarray | None:
         raise CutoutError(f"FITS image is empty (NAXIS1={nx}, NAXIS2={ny})")
     dtype = np.dtype(_DTYPES[bitpix])
     size = nx * ny * dtype.itemsize
+    if len(data) < offset:
+        raise CutoutError(f"FITS file truncated inside its header ({len(data)} of {offset} bytes)")
     if len(data) < offset + size:
         raise CutoutError(f"FITS data truncated: {len(data) - offset} bytes for a {ny}x{nx} {dtype} image")
     # more than a block after the data unit that is not an extension: the header's BITPIX / NAXISn do
@@ -175,7 +177,7 @@ def implausible_fraction(stamps: np.ndarray) -> np.ndarray:
     (|x| > 1e15 or nonzero below 1e-30), NaN-only stamps counting 0; vectorised over leading axes."""
     with np.errstate(invalid="ignore"):
         a = np.abs(stamps)
-        odd = (a > _IMPLAUSIBLE) | ((a > 0) & (a < 1e-30))
+        odd = np.isfinite(a) & ((a > _IMPLAUSIBLE) | ((a > 0) & (a < 1e-30)))  # inf: no data, as NaN
     n = np.isfinite(a).sum(axis=(-2, -1))
     return odd.sum(axis=(-2, -1)) / np.maximum(n, 1)
 
