@@ -30,7 +30,6 @@ import gzip
 import io
 import json
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -287,11 +286,10 @@ def _set_col(col: str, value: object, rows: slice = slice(0, 3)) -> Callable[[pd
 
 def _frame(edit: Callable[[fits.HDUList], None] | None, *, garble: Callable[[bytes], bytes] | None = None):
     def make(d: Path) -> Path:
-        from tests.test_fits import _edit
-        from tests.conftest import survey_profile
-
         from hybrid.data.fits import write_exposure
         from hybrid.sim.field import SimConfig, simulate_field
+        from tests.conftest import survey_profile
+        from tests.test_fits import _edit
 
         fld = simulate_field(survey_profile("ztf"), SimConfig(shape=(96, 96), epochs_per_field=1), 0, 0)
         path = write_exposure(fld.epochs[0].science, d / "sci.fits")
@@ -338,7 +336,7 @@ def _short_variance(hdul: fits.HDUList) -> None:
 
 def corpus() -> list[Case]:
     """Every case of the corpus (about 60), in the order of the report."""
-    P, I, B = "hybrid predict", "hybrid ingest", "hybrid build"
+    P, ING, B = "hybrid predict", "hybrid ingest", "hybrid build"
     diff = records()[0]["cutoutDifference"]["stampData"]
     nan63 = fits_gz(np.full((63, 63), np.nan, np.float32))
     inf63 = fits_gz(np.full((63, 63), np.inf, np.float32))
@@ -577,35 +575,35 @@ def corpus() -> list[Case]:
         # --- FITS stamp directories, through `hybrid ingest`
         Case(
             "catalog without ra",
-            I,
+            ING,
             "error",
             r"catalog\.csv: catalog column\(s\) \['ra'\] missing",
             _fits_dir(lambda r, t: t.drop(columns="ra")),
         ),
         Case(
             "catalog row with NaN dec",
-            I,
+            ING,
             "skip",
             r"catalog column 'dec' missing",
             _fits_dir(lambda r, t: t.assign(dec=[t["dec"][0], np.nan])),
         ),
         Case(
             "stamp file missing",
-            I,
+            ING,
             "skip",
             r"ref cutout: cutout missing",
             _fits_dir(lambda r, t: ((r / f"{BAD}_ref.fits.gz").unlink(), t)[1]),
         ),
         Case(
             "stamp file that is not FITS",
-            I,
+            ING,
             "skip",
             r"diff cutout: not a FITS file",
             _fits_dir(lambda r, t: ((r / f"{BAD}_diff.fits.gz").write_bytes(b"hello"), t)[1]),
         ),
         Case(
             "directory with neither catalog nor alerts",
-            I,
+            ING,
             "error",
             r"empty: directory holds no dataset",
             lambda d: (d / "empty").mkdir() or d / "empty",
@@ -613,15 +611,15 @@ def corpus() -> list[Case]:
         # --- `hybrid ingest` of ZTF alerts
         Case(
             "ingest: no usable alert",
-            I,
+            ING,
             "error",
             r"no usable alerts .*corrupt gzip",
             lambda d: _only([_with("cutoutDifference", diff[:50])], d),
         ),
-        Case("ingest: the same candid twice", I, "flag", r"flag_duplicate_id=True", _parquet(dup)),
+        Case("ingest: the same candid twice", ING, "flag", r"flag_duplicate_id=True", _parquet(dup)),
         Case(
             "ingest: isdiffpos 'x'",
-            I,
+            ING,
             "flag",
             r"flag_repaired=isdiffpos",
             _parquet([_with("isdiffpos", "x")]),
@@ -800,7 +798,7 @@ def call_cli(argv: list[str]) -> tuple[int, str]:
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             rc = main(argv)
-    except BaseException:  # noqa: BLE001 - whatever escapes is the finding
+    except BaseException:
         return -1, traceback.format_exc()
     return rc, err.getvalue()
 
@@ -885,7 +883,7 @@ def _library_outcome(entry: str, inp: object) -> Outcome:
             read_exposure(inp)
     except USER_ERRORS as err:
         return Outcome("error", user_message(err))
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         return Outcome("traceback", repr(err))
     return Outcome("clean", "read without an error")
 
