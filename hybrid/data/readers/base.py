@@ -23,6 +23,7 @@ neither true nor false) is repaired to missing (NaN, imputed by the model) and i
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -334,7 +335,10 @@ def stamps_from_cutouts(
     # pixel values are checked for the whole batch at once; the few suspects get a precise reason
     # (every third row and column: byte-swapped data make about 40% of pixels implausible)
     empty = ~np.isfinite(stamps).any(axis=(-2, -1))
-    suspect = implausible_fraction(stamps[..., ::3, ::3]) >= 0.05
+    with warnings.catch_warnings():  # all-NaN stamps are caught as empty
+        warnings.simplefilter("ignore", RuntimeWarning)
+        flat = np.nanmax(stamps, axis=(-2, -1)) == np.nanmin(stamps, axis=(-2, -1))
+    suspect = (implausible_fraction(stamps[..., ::3, ::3]) >= 0.05) | flat
     for i, c in zip(*np.nonzero(empty | suspect), strict=True):
         if i not in failed and not (skip is not None and skip[i]):
             problem = nan_problem(stamps[i, c]) or value_problem(stamps[i, c])

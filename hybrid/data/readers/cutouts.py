@@ -92,7 +92,11 @@ def _fast_image(data: bytes) -> np.ndarray | None:
         raise CutoutError("FITS header lacks a valid BITPIX or NAXIS") from None
     if naxis != 2 or bitpix not in _DTYPES:
         return None  # image in an extension, a cube, or an odd BITPIX: astropy
-    if float(cards.get(b"BSCALE", 1)) != 1.0 or float(cards.get(b"BZERO", 0)) != 0.0:
+    try:
+        scaled = float(cards.get(b"BSCALE", 1)) != 1.0 or float(cards.get(b"BZERO", 0)) != 0.0
+    except ValueError:
+        raise CutoutError("FITS header has an invalid BSCALE or BZERO") from None
+    if scaled:
         return None
     try:
         nx, ny = int(cards[b"NAXIS1"]), int(cards[b"NAXIS2"])
@@ -128,8 +132,8 @@ def _astropy_image(data: bytes) -> np.ndarray:
                 for hdu in hdul:
                     if hdu.is_image and hdu.data is not None and hdu.data.ndim == 2:
                         return np.array(hdu.data)
-    except (OSError, ValueError, TypeError) as err:
-        raise CutoutError(f"unreadable FITS ({err})") from None
+    except Exception as err:  # astropy fails on corrupt headers in many ways (KeyError, IndexError, ...)
+        raise CutoutError(f"unreadable FITS ({type(err).__name__}: {err})") from None
     raise CutoutError("FITS file holds no 2-d image")
 
 
@@ -190,6 +194,9 @@ def value_problem(image: np.ndarray) -> str | None:
     """
     bad = float(implausible_fraction(image))
     if bad < 0.05:
+        finite = image[np.isfinite(image)]
+        if finite.size > 1 and finite.min() == finite.max():  # a blank (zeroed) cutout is no data
+            return f"constant image (every finite pixel is {finite[0]:g})"
         return None
     swapped = image.byteswap()
     if implausible_fraction(swapped) < 0.05 and np.isfinite(swapped).mean() >= np.isfinite(image).mean():
