@@ -18,7 +18,8 @@ def main(cfg: DictConfig) -> object:
     except USER_ERRORS as err:  # bad input or config: one line, no traceback (HYBRID_DEBUG=1 shows it)
         if os.environ.get("HYBRID_DEBUG"):
             raise
-        sys.exit(f"error: {user_message(err)}")
+        print(f"error: {user_message(err)}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

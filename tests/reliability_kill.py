@@ -113,6 +113,10 @@ def build_trial(work: Path, seed: int, kills: int = 3) -> Trial:
     shards = work / "killed" / "datasets"
 
     def state() -> str:
+        if any(
+            (p / "meta.json").is_file() for p in shards.glob("*") if not p.name.endswith((".shards", ".lock"))
+        ):
+            return "dataset merged"
         done = [p for p in shards.glob("*.shards/fields-*") if (p / "meta.json").is_file()]
         return f"{len(done)} of 4 shards"
 
@@ -165,7 +169,8 @@ def predict_trial(work: Path, bundle: Path, seed: int, kills: int = 3) -> Trial:
 
     def state() -> str:
         parts = list(killed.parent.glob(killed.name + ".parts/part-*.parquet"))
-        return f"{sum(pq.ParquetFile(p).metadata.num_rows for p in parts)} of 120 rows in parts"
+        merged = pq.ParquetFile(killed).metadata.num_rows if killed.is_file() else 0
+        return f"{merged} rows merged, {sum(pq.ParquetFile(p).metadata.num_rows for p in parts)} in parts"
 
     trial = kill_resume("hybrid predict", predict_command(bundle, inputs, killed), base, seed, kills, state)
     trial.identical, trial.detail = compare_scores(work / "whole.parquet", killed)

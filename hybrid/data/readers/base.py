@@ -49,12 +49,10 @@ from hybrid.registry import Registry
 ID_COLUMNS: tuple[str, ...] = ("alert_id", "object_id", "survey", "band", "ra", "dec", "mjd", "source")
 
 #: feature -> (lowest, highest) physically possible value (inclusive); a finite value outside, or an
-#: infinite one in any feature, is repaired to NaN and named in ``flag_repaired``
+#: infinite one in any feature, is repaired to NaN and named in ``flag_repaired`` (S/N is signed)
 FEATURE_VALID: dict[str, tuple[float, float]] = {
     "sigma_mag_psf": (0.0, np.inf),
     "flux_psf_err": (0.0, np.inf),
-    "snr_psf": (0.0, np.inf),
-    "snr_aper": (0.0, np.inf),
     "isdiffpos": (0.0, 1.0),
     "chi2_psf": (0.0, np.inf),
     "fwhm": (1e-9, np.inf),  # arcsec; 0 is ZTF's "not measured" as much as a negative one
@@ -380,7 +378,8 @@ def assemble(
     )
     values[:, index["stamp_edge_fraction"]] = edge
     fixed = {name: np.asarray(rows, bool) for name, rows in (repaired or {}).items()}
-    for name, (lo, hi) in FEATURE_VALID.items():
+    for name in names:
+        lo, hi = FEATURE_VALID.get(name, (-np.inf, np.inf))
         col = values[:, index[name]]
         with np.errstate(invalid="ignore"):
             bad = np.isinf(col) | (col < lo) | (col > hi)
