@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -79,7 +80,7 @@ def run_fuzz(scale: float) -> dict:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")[:160]
+    return text.replace("|", "\\|").replace("\n", " ")[:220]
 
 
 def write(out: Path, results: list[tuple[Case, Outcome]], trials: list[Trial], fuzz: dict) -> Path:
@@ -120,7 +121,8 @@ def write(out: Path, results: list[tuple[Case, Outcome]], trials: list[Trial], f
         "|---|---|---|---|---|---|",
     ]
     for i, ((case, outcome), good) in enumerate(zip(results, ok, strict=True), 1):
-        detail = outcome.detail.replace(str(Path(tempfile.gettempdir())), "$TMP")
+        detail = re.sub(rf"{re.escape(tempfile.gettempdir())}/\w+/", "", outcome.detail)
+        detail = re.sub(r"; readers: [\w, ]+", "", detail)
         mark = outcome.kind if good else f"**{outcome.kind} (FAIL)**"
         lines.append(f"| {i} | {case.name} | `{case.entry}` | {case.expect} | {mark} | {_cell(detail)} |")
     lines += [
@@ -157,6 +159,13 @@ def write(out: Path, results: list[tuple[Case, Outcome]], trials: list[Trial], f
         "`BSCALE`/`BZERO` rescales as FITS says; no check on the bytes can tell these from real data.",
         "",
     ]
+    totals = (
+        f"{sum(ok)} of {len(results)} malformed inputs end in their named outcome ({tracebacks} "
+        f"tracebacks, {garbage} silent garbage); {identical} of {len(trials)} kill -9 / resume "
+        f"comparisons identical; {sum(fuzz['examples'].values())} fuzzed inputs, "
+        f"{'none crashed or scored unflagged' if fuzz['passed'] else 'FAILURES'}."
+    )
+    _readme_totals(totals)
     out.parent.mkdir(parents=True, exist_ok=True)
     md = out.with_suffix(".md")
     md.write_text("\n".join(lines))
@@ -174,6 +183,15 @@ def write(out: Path, results: list[tuple[Case, Outcome]], trials: list[Trial], f
         )
     )
     return md
+
+
+def _readme_totals(totals: str) -> None:
+    """Put the totals on the README's line that links the report (kept true by each regeneration)."""
+    readme = ROOT / "README.md"
+    link = "[reports/reliability.md](reports/reliability.md): "
+    lines = readme.read_text().split("\n")
+    lines = [link + totals if line.startswith(link) else line for line in lines]
+    readme.write_text("\n".join(lines))
 
 
 def main() -> None:
