@@ -129,8 +129,9 @@ def test_random_files_end_in_a_named_reader_error(data: bytes, suffix: str) -> N
 
 
 @budget("truncated alert files -> readers")
-@given(st.sampled_from([PARQUET, AVRO]), st.floats(0.0, 0.999))
+@given(st.sampled_from([PARQUET, AVRO]), st.integers(0, 999).map(lambda k: k / 1000))
 def test_truncated_alert_files_fail_by_name_or_keep_whole_alerts(src: Path, fraction: float) -> None:
+    # integers, not st.floats: a library of the suite turns on flush-to-zero, which st.floats refuses
     whole = read_alerts(src)
     raw = src.read_bytes()
     with tempfile.TemporaryDirectory() as d:
