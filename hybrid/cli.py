@@ -9,11 +9,17 @@ hybrid drift REFERENCE CURRENT [--model RUN_DIR] [--tests T...] [--out DIR]
                                        drift tests of CURRENT against REFERENCE (datasets or tables)
 hybrid examples DATASET [--out PNG]    figure of example triplets per class and bogus kind
 hybrid list                            registered plug-ins (subtractors, label sources)
-hybrid ingest INPUTS... --out DATASET [--kind K]   real alerts (ZTF/Rubin avro, Parquet, FITS) -> dataset dir
+hybrid ingest INPUTS... --out DATASET [--kind K] [--context C]
+                                       real alerts (ZTF/Rubin avro, Parquet, FITS) -> dataset dir; with
+                                       --context (conf/context/C.yaml, e.g. ztf_real) ctx_* from catalogues
 hybrid export RUN_DIR [--format onnx] [--out DIR] [--ensemble RUN_DIR... | --mc-dropout S]
                                        a training run -> export bundle (ONNX + preprocessing)
-hybrid predict BUNDLE INPUTS... --out SCORES.parquet [--kind K] [--workers N] [--batch-size B]
+hybrid predict BUNDLE INPUTS... --out SCORES.parquet [--kind K] [--workers N] [--batch-size B] [--context C]
 hybrid simulate --out DIR [--fields N] [OVERRIDES...]  simulated fields as FITS + truth, DIR/field-NNNN/
+hybrid pipeline SCI.fits REF.fits --out DIR [--catalog CAT] [--bundle B] [--regions] [--pairs LIST]
+                [--workers N] [OVERRIDES...]   real frames -> candidates dataset (+ scores, DS9 regions, PNG)
+hybrid vet DATASET_OR_SCORES [--bundle B] [--queue bald|entropy|margin|random] [--port P] [OVERRIDES...]
+                                       the vetting page (needs the [vet] extra); votes -> curation=human
 """
 
 from __future__ import annotations
@@ -24,23 +30,29 @@ import os
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
-
 from hybrid.bench import BENCHMARKS
-from hybrid.validation import USER_ERRORS, user_message, validate_config
+from hybrid.validation import USER_ERRORS, user_message
+from hybrid.config import CONF_DIR, load_config  # noqa: F401  (CONF_DIR: for scripts of older releases)
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
+def load_context(name: str | None, parser: argparse.ArgumentParser) -> object | None:
+    """The associator of conf/context/<name>.yaml, its catalogue files checked (None without a name)."""
+    if name is None:
+        return None
+    from hydra.errors import HydraException
+    from hydra.utils import instantiate
 
-def load_config(overrides: list[str]) -> DictConfig:
-    """Compose conf/config.yaml with Hydra overrides, as `python run.py` does."""
-    if not CONF_DIR.is_dir():
-        raise FileNotFoundError(f"{CONF_DIR}: config directory not found; run from a source checkout")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    validate_config(cfg)
-    return cfg
+    try:
+        assoc = instantiate(load_config([f"context={name}"]).context)
+    except HydraException as err:
+        parser.error(f"--context {name}: {str(err).splitlines()[0]}")
+    missing = [s.path for s in assoc.catalogs if s.path and not Path(s.path).expanduser().is_file()]
+    if missing:
+        parser.error(
+            f"--context {name}: catalogue file(s) {missing} not found; fetch them with "
+            "`python -m datasets.fink_alerts` and `python -m datasets.prost_bts` (HYBRID_CACHE: the cache)"
+        )
+    return assoc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,6 +119,10 @@ def _main(argv: list[str] | None) -> int:
     p_ing.add_argument("--out", type=Path, required=True, help="dataset directory to write")
     p_ing.add_argument("--kind", default=None, help="reader name (default: recognised from the input)")
     p_ing.add_argument("--stamp-size", type=int, default=63)
+    context_help = (
+        "context config (conf/context/NAME.yaml, e.g. ztf_real): ctx_* features from its catalogues"
+    )
+    p_ing.add_argument("--context", default=None, metavar="NAME", help=context_help)
     p_exp = sub.add_parser("export", help="export a training run as a bundle (ONNX, weights, preprocessing)")
     p_exp.add_argument("run_dir", type=Path)
     p_exp.add_argument("--format", default="onnx", choices=["onnx"])
@@ -124,11 +140,39 @@ def _main(argv: list[str] | None) -> int:
     p_pred.add_argument("--workers", type=int, default=2, help="worker processes (or threads), one core each")
     p_pred.add_argument("--backend", default="process", choices=["process", "thread"])
     p_pred.add_argument("--batch-size", type=int, default=256)
+    p_pred.add_argument("--context", default=None, metavar="NAME", help=context_help)
     p_sim = sub.add_parser("simulate", help="simulate fields and write them as FITS files and truth tables")
     p_sim.add_argument("--out", type=Path, required=True, help="output directory")
     p_sim.add_argument("--fields", type=int, default=1, help="number of fields (ids 0 .. N-1)")
     p_sim.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. survey=rubin sim.shape=[512,512]")
+    p_pipe = sub.add_parser("pipeline", help="real science + reference FITS frames -> candidates (+ scores)")
+    p_pipe.add_argument("args", nargs="*", help="SCI.fits REF.fits, then Hydra overrides (key=value)")
+    p_pipe.add_argument("--out", type=Path, required=True, help="output directory (a dataset directory)")
+    p_pipe.add_argument("--pairs", type=Path, help="text file, one 'SCIENCE REFERENCE [CATALOG]' per line")
+    p_pipe.add_argument("--catalog", type=Path, help="source catalogue of the field (FITS, Parquet, CSV)")
+    p_pipe.add_argument("--bundle", type=Path, help="export bundle: also write DIR/scores.parquet")
+    p_pipe.add_argument("--regions", action="store_true", help="DS9 regions + PNG per pair in DIR/regions/")
+    p_pipe.add_argument("--workers", type=int, default=1, help="frame pairs processed in parallel")
+    p_vet = sub.add_parser(
+        "vet", help="the vetting page: label candidates in a browser (votes -> curation=human)"
+    )
+    p_vet.add_argument("source", type=Path, help="dataset directory, or a scores file of `hybrid predict`")
+    p_vet.add_argument("--bundle", type=Path, help="export bundle to score a dataset with")
+    p_vet.add_argument("--queue", default="entropy", choices=["bald", "entropy", "margin", "random"])
+    p_vet.add_argument("--port", type=int, default=5000)
+    p_vet.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: the network)")
+    p_vet.add_argument("--votes", type=Path, default=Path("outputs/vet/votes.sqlite"), help="vote database")
+    p_vet.add_argument("--work-dir", type=Path, help="scores and rounds (default outputs/vet/<input name>)")
+    p_vet.add_argument("--volunteer", default="volunteer", help="name of volunteers who have not given one")
+    p_vet.add_argument("--retire-after", type=int, default=3, help="votes after which a candidate is retired")
+    p_vet.add_argument("--threshold", type=float, default=0.5, help="score threshold of the model review")
+    p_vet.add_argument(
+        "overrides", nargs="*", help="Hydra overrides of the retraining (active-learning rounds)"
+    )
     args, extra = parser.parse_known_args(argv)
+    if args.verb == "pipeline":  # positional: frame paths, then Hydra overrides
+        args.overrides = [a for a in args.args if "=" in a]
+        args.frames = [Path(a) for a in args.args if "=" not in a]
     if extra:  # Hydra overrides after an option (`hybrid study SPEC --out DIR data.n_fields=4`)
         if not hasattr(args, "overrides") or any(a.startswith("-") for a in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -200,7 +244,12 @@ def _main(argv: list[str] | None) -> int:
     elif args.verb == "ingest":
         from hybrid.data.readers import alerts_to_dataset
 
-        print(alerts_to_dataset(args.inputs, args.out, kind=args.kind, stamp_size=args.stamp_size))
+        context = load_context(args.context, parser)
+        print(
+            alerts_to_dataset(
+                args.inputs, args.out, kind=args.kind, stamp_size=args.stamp_size, context=context
+            )
+        )
     elif args.verb == "export":
         from hybrid.export import export_run
 
@@ -219,13 +268,42 @@ def _main(argv: list[str] | None) -> int:
     elif args.verb == "predict":
         from hybrid.serving import Predictor
 
+        context = load_context(args.context, parser)
         with Predictor(
-            args.bundle, workers=args.workers, batch_size=args.batch_size, backend=args.backend
+            args.bundle,
+            workers=args.workers,
+            batch_size=args.batch_size,
+            backend=args.backend,
+            context=context,
         ) as predictor:
             summary = predictor.predict_to_parquet(args.inputs, args.out, kind=args.kind, progress=True)
         for r in summary.rejected:
             print(f"rejected: {r}", file=sys.stderr)
         print(summary)
+    elif args.verb == "pipeline":
+        from hybrid.exposure import InvalidExposureError
+        from hybrid.pipeline import FramePair, read_pairs, run_pipeline
+
+        if bool(args.frames) == bool(args.pairs) or len(args.frames) not in (0, 2):
+            parser.error("pipeline: give SCI.fits REF.fits, or --pairs LIST")
+        pairs = (
+            read_pairs(args.pairs, args.catalog) if args.pairs else [FramePair.of(*args.frames, args.catalog)]
+        )
+        try:
+            out = run_pipeline(
+                load_config(args.overrides),
+                pairs,
+                args.out,
+                bundle=args.bundle,
+                regions=args.regions,
+                workers=args.workers,
+            )
+        except (InvalidExposureError, FileNotFoundError) as err:
+            print(f"hybrid pipeline: {err}", file=sys.stderr)
+            return 2
+        print(out)
+    elif args.verb == "vet":
+        return _vet(args)
     elif args.verb == "simulate":
         from hydra.utils import instantiate
 
@@ -238,6 +316,39 @@ def _main(argv: list[str] | None) -> int:
             fld = simulate_field(survey, sim, int(cfg.data.seed), field_id)
             for path in write_field(fld, args.out / f"field-{field_id:04d}"):
                 print(path)
+    return 0
+
+
+def _vet(args: argparse.Namespace) -> int:
+    """``hybrid vet``: open the session, then serve the page until interrupted."""
+    from hybrid.data.dataset import DatasetError
+
+    try:
+        from hybrid.vet import open_session
+        from hybrid.vet.app import create_app
+        from hybrid.vet.rounds import active_round
+
+        session, work = open_session(
+            args.source,
+            bundle=args.bundle,
+            queue=args.queue,
+            votes=args.votes,
+            work_dir=args.work_dir,
+            retire_after=args.retire_after,
+            threshold=args.threshold,
+        )
+    except ModuleNotFoundError as err:
+        print(f'hybrid vet: {err}; install the page with `pip install -e ".[vet]"`', file=sys.stderr)
+        return 2
+    except (DatasetError, FileNotFoundError, KeyError, ValueError) as err:
+        print(f"hybrid vet: {err}", file=sys.stderr)
+        return 2
+    cfg = load_config(args.overrides)
+    app = create_app(session, volunteer=args.volunteer, start_round=lambda s: active_round(s, cfg, work))
+    print(f"vetting {session.pool.name}: {len(session.pool)} candidates, queue {args.queue}")
+    print(f"votes go to {args.votes}")
+    print(f"open http://{args.host}:{args.port}/", flush=True)
+    app.run(host=args.host, port=args.port, threaded=True)
     return 0
 
 
