@@ -31,8 +31,8 @@ import sys
 from pathlib import Path
 
 from hybrid.bench import BENCHMARKS
-from hybrid.validation import USER_ERRORS, user_message
 from hybrid.config import CONF_DIR, load_config  # noqa: F401  (CONF_DIR: for scripts of older releases)
+from hybrid.validation import USER_ERRORS, user_message
 
 
 def load_context(name: str | None, parser: argparse.ArgumentParser) -> object | None:
