@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from hybrid.bench import BENCHMARKS
 from hybrid.config import CONF_DIR, load_config  # noqa: F401  (CONF_DIR: for scripts of older releases)
+from hybrid.validation import USER_ERRORS, user_message
 
 
 def load_context(name: str | None, parser: argparse.ArgumentParser) -> object | None:
@@ -58,22 +60,17 @@ def load_context(name: str | None, parser: argparse.ArgumentParser) -> object | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The `hybrid` command; inputs it cannot use end it with the message that names them (status 2)."""
+    """Run a verb; bad input or config ends in one line naming the file or key, and exit status 2."""
     try:
         return _main(argv)
-    except Exception as err:
-        from hybrid.bench.real import BenchError
-        from hybrid.data.dataset import DatasetError
-        from hybrid.data.readers import ReaderError
-        from hybrid.evaluation.realism import RealismError
-
-        if isinstance(err, BenchError | DatasetError | ReaderError | RealismError):
-            print(f"hybrid: {err}", file=sys.stderr)
-            return 2
-        raise
+    except USER_ERRORS as err:
+        if os.environ.get("HYBRID_DEBUG"):
+            raise
+        print(f"hybrid: error: {user_message(err)}", file=sys.stderr)
+        return 2
 
 
-def _main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(
         prog="hybrid", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -47,8 +47,12 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), *, conf: Path | Non
     """
     from hydra import compose, initialize_config_dir  # Hydra's global state: only while composing
 
+    from hybrid.validation import validate_config
+
     with initialize_config_dir(config_dir=str((conf or CONF_DIR).resolve()), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+        cfg = compose("config", overrides=list(overrides))
+    validate_config(cfg)  # values that cannot work fail here, naming the key
+    return cfg
 
 
 def group_options(group: str, *, conf: Path | None = None) -> list[str]:

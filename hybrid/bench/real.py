@@ -42,7 +42,7 @@ DEFAULT_OUT = Path("reports/real_ztf")
 RUNS_DIR = Path("outputs")
 
 
-class BenchError(RuntimeError):
+class BenchError(ValueError):
     """What is missing to run the benchmark, and what to run to get it."""
 
 

@@ -126,13 +126,24 @@ def read_dataset(path: str | Path, *, mmap: bool = True) -> Dataset:
     for f in (META, CANDIDATES, STAMPS):
         if not (path / f).is_file():
             raise DatasetError(f"{path / f}: missing; is {path} a dataset directory?")
-    meta = json.loads((path / META).read_text())
+    try:
+        meta = json.loads((path / META).read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{path / META}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path / META}: expected a JSON object, got {type(meta).__name__}")
     version = meta.get("schema_version")
     if version != SCHEMA_VERSION:
         raise DatasetError(f"{path / META}: field 'schema_version' is {version}, expected {SCHEMA_VERSION}")
-    candidates = pd.read_parquet(path / CANDIDATES)
-    stamps = np.load(path / STAMPS, mmap_mode="r" if mmap else None)
-    if stamps.dtype != np.float32 or stamps.ndim != 4:
+    try:
+        candidates = pd.read_parquet(path / CANDIDATES)
+    except Exception as err:  # pyarrow's errors do not name the file
+        raise DatasetError(f"{path / CANDIDATES}: unreadable Parquet ({err})") from None
+    try:
+        stamps = np.load(path / STAMPS, mmap_mode="r" if mmap else None)
+    except (ValueError, OSError, EOFError) as err:
+        raise DatasetError(f"{path / STAMPS}: unreadable .npy ({err})") from None
+    if not isinstance(stamps, np.ndarray) or stamps.dtype != np.float32 or stamps.ndim != 4:
         raise DatasetError(
             f"{path / STAMPS}: expected float32 (N, C, H, W), got {stamps.dtype} {stamps.shape}"
         )

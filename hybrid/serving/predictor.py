@@ -10,7 +10,16 @@ Scores files are append-safe: every scored chunk is first written as its own Par
 in ``<out>.parts/``; at the end the parts and any existing ``<out>`` are streamed into a new ``<out>``
 that replaces the old one atomically. A killed run leaves its parts, and the next run with the same
 ``--out`` keeps them and skips alerts already scored (by ``source`` and ``alert_id``). Rejected
-alerts (with their reason) go to ``<out stem>.rejected.csv``.
+alerts (with their reason) go to ``<out stem>.rejected.csv``. Runs on the same ``out`` take turns: each
+holds ``<out>.lock`` (a file lock, released by the system even when a process is killed) while it
+writes, so two processes never interleave parts or merges.
+
+Every scored row carries quality flags (:data:`FLAG_COLUMNS`), so that a broker can tag rather than
+drop: ``flag_stamp_padding`` (fraction of the stamp that is padding, where the cutout was smaller
+than the bundle's stamp), ``flag_nan_fraction`` (largest fraction of NaN pixels over the sci / ref /
+diff stamps), ``flag_repaired`` (comma-separated names of features whose impossible values were
+repaired to missing, "" if none) and ``flag_duplicate_id`` (the ``alert_id`` was already scored in
+this output or earlier in the input).
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from tqdm import tqdm
 
 from hybrid.context.associate import CONTEXT_TEXT_COLUMNS
 from hybrid.data.readers import AlertBatch, Chunk, Rejection, add_context, iter_chunks
-from hybrid.data.readers.base import ID_COLUMNS
+from hybrid.data.readers.base import ID_COLUMNS, duplicate_ids
 from hybrid.detection.candidates import CHANNELS
 from hybrid.export.bundle import Bundle, load_bundle
 
@@ -41,6 +50,25 @@ log = logging.getLogger(__name__)
 
 #: label and truth columns carried from the input into the scores when present (for evaluation)
 CARRIED = ("label_real", "label_type", "truth_real", "truth_type", "split")
+#: quality flags of every scored row (see the module doc)
+FLAG_COLUMNS = ("flag_stamp_padding", "flag_nan_fraction", "flag_repaired", "flag_duplicate_id")
+
+
+def quality_flags(batch: AlertBatch) -> pd.DataFrame:
+    """The :data:`FLAG_COLUMNS` of a decoded batch (duplicates only within the batch)."""
+    table = batch.candidates
+    n = len(table)
+    nan = (~np.isfinite(batch.stamps)).mean(axis=(-2, -1)).max(axis=1) if n else np.zeros(0)
+    edge = table["stamp_edge_fraction"] if "stamp_edge_fraction" in table else np.zeros(n)
+    repaired = table["flag_repaired"] if "flag_repaired" in table else [""] * n
+    return pd.DataFrame(
+        {
+            "flag_stamp_padding": np.asarray(edge, np.float64),
+            "flag_nan_fraction": np.asarray(nan, np.float64),
+            "flag_repaired": pd.Series(repaired, dtype=str).to_numpy(),
+            "flag_duplicate_id": duplicate_ids(table["alert_id"].tolist(), set()),
+        }
+    )
 
 
 @dataclass
@@ -162,7 +190,7 @@ class Predictor:
         """Ids (and labels, when the input has them) with ``score``, ``p_<type>`` and extra outputs."""
         table = batch.candidates
         keep = [c for c in (*ID_COLUMNS, *CARRIED, *CONTEXT_TEXT_COLUMNS) if c in table]
-        out = table[keep].reset_index(drop=True)
+        out = pd.concat([table[keep].reset_index(drop=True), quality_flags(batch)], axis=1)
         if len(table) == 0:
             return out
         features = self.bundle.feature_matrix(table) if self.bundle.feature_names else None
@@ -222,7 +250,11 @@ class Predictor:
             for i in range(0, len(batch), self.batch_size)
         ]
         frames = [t for t, _ in self._map(parts)]
-        return pd.concat(frames, ignore_index=True) if frames else self.score_batch(batch)
+        if not frames:
+            return self.score_batch(batch)
+        table = pd.concat(frames, ignore_index=True)
+        table["flag_duplicate_id"] = duplicate_ids(table["alert_id"].tolist(), set())  # across chunks
+        return table
 
     def predict_to_parquet(
         self,
@@ -234,10 +266,28 @@ class Predictor:
     ) -> PredictSummary:
         """Score every alert of ``inputs`` into ``out`` (Parquet), append-safe (see the module doc);
         ``progress`` shows a progress bar of alerts scored."""
-        import pyarrow.parquet as pq
+        from filelock import FileLock
 
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(out.with_name(out.name + ".lock"))
+        try:
+            lock.acquire(timeout=0)
+        except TimeoutError:
+            log.warning("%s: another process is writing these scores; waiting for it", out)
+            lock.acquire()
+        try:
+            return self._predict_locked(inputs, out, kind=kind, progress=progress)
+        finally:
+            lock.release()
+
+    def _predict_locked(
+        self, inputs: Iterable[str | Path], out: Path, *, kind: str | None, progress: bool
+    ) -> PredictSummary:
+        import pyarrow.parquet as pq
+
+        for stale in out.parent.glob(f".{out.name}.tmp-*"):  # a merge killed before its rename
+            stale.unlink()
         parts_dir = out.with_name(out.name + ".parts")
         parts_dir.mkdir(exist_ok=True)
         in_out = _scored_keys([out])
@@ -247,23 +297,8 @@ class Predictor:
         done = _scored_keys([out, *sorted(parts_dir.glob("part-*.parquet"))])
         summary = PredictSummary(out)
         n_part = 1 + max((int(p.stem.split("-")[1]) for p in parts_dir.glob("part-*.parquet")), default=-1)
-        bar = tqdm(unit="alert", desc=f"predict -> {out.name}", disable=not progress)
-        for table, rejected in self.iter_scores(inputs, kind=kind):
-            bar.update(len(table) + len(rejected))
-            summary.rejected.extend(rejected)
-            if done:
-                seen = np.array(
-                    [(s, a) in done for s, a in zip(table["source"], table["alert_id"], strict=True)], bool
-                )
-                summary.skipped_already_scored += int(seen.sum())
-                table = table[~seen]
-            if len(table) == 0:
-                continue
-            part = parts_dir / f"part-{n_part:06d}.parquet"
-            _atomic_parquet(table, part)
-            n_part += 1
-            summary.scored += len(table)
-        bar.close()
+        with tqdm(unit="alert", desc=f"predict -> {out.name}", disable=not progress) as bar:
+            self._score_into(inputs, kind, parts_dir, n_part, done, summary, bar)
         sources = [p for p in [out] if p.is_file()] + sorted(parts_dir.glob("part-*.parquet"))
         if sources:
             tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -285,6 +320,35 @@ class Predictor:
                 "%d alerts rejected (reasons in %s)", len(summary.rejected), out.stem + ".rejected.csv"
             )
         return summary
+
+    def _score_into(
+        self,
+        inputs: Iterable[str | Path],
+        kind: str | None,
+        parts_dir: Path,
+        n_part: int,
+        done: set[tuple[str, str]],
+        summary: PredictSummary,
+        bar: tqdm,
+    ) -> None:
+        """Score the chunks of ``inputs`` not yet ``done`` into parts ``parts_dir/part-<n_part>...``."""
+        seen_ids = {a for _, a in done}
+        for table, rejected in self.iter_scores(inputs, kind=kind):
+            bar.update(len(table) + len(rejected))
+            summary.rejected.extend(rejected)
+            if done:
+                seen = np.array(
+                    [(s, a) in done for s, a in zip(table["source"], table["alert_id"], strict=True)], bool
+                )
+                summary.skipped_already_scored += int(seen.sum())
+                table = table[~seen]
+            if len(table) == 0:
+                continue
+            table = table.assign(flag_duplicate_id=duplicate_ids(table["alert_id"].tolist(), seen_ids))
+            part = parts_dir / f"part-{n_part:06d}.parquet"
+            _atomic_parquet(table, part)
+            n_part += 1
+            summary.scored += len(table)
 
 
 _WORKER: Predictor | None = None
@@ -332,9 +396,11 @@ def _atomic_parquet(table: pd.DataFrame, path: Path) -> None:
 
 
 def _append_rejections(path: Path, rejected: list[Rejection]) -> None:
+    """Add rejections to the CSV (atomically); a rerun on the same inputs adds no row twice."""
     new = pd.DataFrame([{"alert_id": r.alert_id, "source": r.source, "reason": r.reason} for r in rejected])
-    old = pd.read_csv(path, dtype=str) if path.is_file() else None
+    old = pd.read_csv(path, dtype=str, keep_default_na=False) if path.is_file() else None
     table = pd.concat([old, new], ignore_index=True) if old is not None else new
+    table = table.drop_duplicates(ignore_index=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     table.to_csv(tmp, index=False)
     os.replace(tmp, path)

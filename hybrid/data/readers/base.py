@@ -14,12 +14,16 @@ name (``ztf_rb``, ...). Stamps are float32 (N, 3, S, S): sci, ref, diff in the s
 DN), NaN where there are no data, as in :mod:`hybrid.detection.candidates`.
 
 An alert that cannot be used (corrupt or missing cutout, a required field missing) becomes a
-:class:`Rejection` with its id and the reason, and the rest of the batch goes on.
+:class:`Rejection` with its id and the reason, and the rest of the batch goes on. A feature whose value
+is impossible (:data:`FEATURE_VALID`: a negative FWHM, an infinite S/N, an ``isdiffpos`` that is
+neither true nor false) is repaired to missing (NaN, imputed by the model) and its name listed in the
+``flag_repaired`` column; infinite stamp pixels become NaN (counted by the stamps' NaN fraction).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -43,6 +47,26 @@ from hybrid.registry import Registry
 
 #: Columns every reader writes before the features.
 ID_COLUMNS: tuple[str, ...] = ("alert_id", "object_id", "survey", "band", "ra", "dec", "mjd", "source")
+
+#: feature -> (lowest, highest) physically possible value (inclusive); a finite value outside, or an
+#: infinite one in any feature, is repaired to NaN and named in ``flag_repaired`` (S/N is signed)
+FEATURE_VALID: dict[str, tuple[float, float]] = {
+    "sigma_mag_psf": (0.0, np.inf),
+    "flux_psf_err": (0.0, np.inf),
+    "isdiffpos": (0.0, 1.0),
+    "chi2_psf": (0.0, np.inf),
+    "fwhm": (1e-9, np.inf),  # arcsec; 0 is ZTF's "not measured" as much as a negative one
+    "fwhm_sci": (1e-9, np.inf),
+    "elongation": (1e-9, np.inf),
+    "ellipticity": (0.0, 1.0),
+    "n_neg": (0.0, np.inf),
+    "n_bad": (0.0, np.inf),
+    "dist_nearest_src": (0.0, np.inf),
+    "sgscore_nearest": (0.0, 1.0),
+    "seeing_ratio": (1e-9, np.inf),
+    "stamp_nan_fraction": (0.0, 1.0),
+    "stamp_edge_fraction": (0.0, 1.0),
+}
 
 
 def framework_features() -> dict[str, str]:
@@ -112,6 +136,11 @@ class AlertReader:
         """The input in chunks of at most ``batch_size`` alerts, undecoded."""
         raise NotImplementedError
 
+    def mismatch(self, path: Path) -> str | None:
+        """Why ``path``, which looks meant for this reader (its suffix or layout), cannot be read by
+        it (a named file or field), or None; asked when no reader's ``sniff`` accepts ``path``."""
+        return None
+
 
 READERS: Registry[AlertReader] = Registry("alert reader", "hybrid.data.readers", contract=AlertReader)
 
@@ -136,6 +165,14 @@ class AvroAlertReader(AlertReader):
         for records in avro_records(path, batch_size):
             yield self.make_chunk(records, str(path))
 
+    def mismatch(self, path: Path) -> str | None:
+        if path.suffix != ".avro" or not path.is_file():
+            return None
+        name = avro_schema_name(path)
+        if not name:
+            return "not an avro object-container file (no readable 'Obj' header and schema)"
+        return f"avro schema {name!r} is neither a ZTF ('ztf...') nor a Rubin ('lsst...') alert schema"
+
 
 class ReaderError(ValueError):
     """An input no reader recognises, or a file that cannot be opened at all; names the file."""
@@ -152,7 +189,17 @@ def reader_for(path: str | Path, kind: str | None = None) -> AlertReader:
         reader = READERS.get(name)()
         if reader.sniff(path):
             return reader
-    raise ReaderError(f"{path}: not a recognised input; readers: {', '.join(READERS.names())}")
+    why = _mismatches(path)
+    raise ReaderError(
+        f"{path}: "
+        + ("; ".join(why) if why else "not a recognised input")
+        + f"; readers: {', '.join(READERS.names())}"
+    )
+
+
+def _mismatches(path: Path) -> list[str]:
+    """What the readers whose kind of input ``path`` looks like say is wrong with it."""
+    return sorted({w for n in READERS.names() if (w := READERS.get(n)().mismatch(path))})
 
 
 def iter_chunks(
@@ -164,7 +211,10 @@ def iter_chunks(
         if path.is_dir() and not any(READERS.get(n)().sniff(path) for n in READERS.names()):
             files = sorted(p for p in path.rglob("*.avro"))
             if not files:
-                raise ReaderError(f"{path}: directory holds no dataset, FITS catalog or .avro alerts")
+                why = "; ".join(_mismatches(path))
+                raise ReaderError(
+                    f"{path}: {why or 'directory holds no dataset, FITS catalog or .avro alerts'}"
+                )
             yield from iter_chunks(files, kind=kind, batch_size=batch_size)
             continue
         yield from reader_for(path, kind).chunks(path, batch_size)
@@ -223,7 +273,8 @@ def avro_records(path: Path, batch_size: int) -> Iterator[list[dict]]:
                 if len(records) == batch_size:
                     yield records
                     records = []
-        except (ValueError, EOFError, StopIteration) as err:
+        except (ValueError, EOFError, StopIteration, OSError, IndexError, KeyError, TypeError) as err:
+            # fastavro raises many kinds of errors on corrupt blocks (zlib, schema, index errors)
             raise ReaderError(
                 f"{path}: corrupt avro after {len(records)} records of a chunk ({err})"
             ) from err
@@ -282,12 +333,16 @@ def stamps_from_cutouts(
     # pixel values are checked for the whole batch at once; the few suspects get a precise reason
     # (every third row and column: byte-swapped data make about 40% of pixels implausible)
     empty = ~np.isfinite(stamps).any(axis=(-2, -1))
-    suspect = implausible_fraction(stamps[..., ::3, ::3]) >= 0.05
+    with warnings.catch_warnings():  # all-NaN stamps are caught as empty
+        warnings.simplefilter("ignore", RuntimeWarning)
+        flat = np.nanmax(stamps, axis=(-2, -1)) == np.nanmin(stamps, axis=(-2, -1))
+    suspect = (implausible_fraction(stamps[..., ::3, ::3]) >= 0.05) | flat
     for i, c in zip(*np.nonzero(empty | suspect), strict=True):
         if i not in failed and not (skip is not None and skip[i]):
             problem = nan_problem(stamps[i, c]) or value_problem(stamps[i, c])
             if problem:
                 failed[int(i)] = f"{CHANNELS[c]} cutout: {problem}"
+    stamps[np.isinf(stamps)] = np.nan  # no data, as NaN is: counted in the NaN fraction
     return stamps, edge, failed
 
 
@@ -299,11 +354,14 @@ def assemble(
     failed: dict[int, str],
     source: str,
     extras: pd.DataFrame | None = None,
+    repaired: dict[str, np.ndarray] | None = None,
 ) -> AlertBatch:
     """The batch of the alerts that did not fail: ids, every framework feature, extras, stamps.
 
     ``stamp_nan_fraction`` and ``stamp_edge_fraction`` are measured here on the final stamps, as the
-    simulated cutter records them.
+    simulated cutter records them. Impossible feature values (:data:`FEATURE_VALID`) become NaN;
+    ``flag_repaired`` lists, comma-separated, those features and the reader's own ``repaired`` fields
+    (field -> rows whose value the reader replaced by NaN), "" for an alert left as it came.
     """
     n = len(ids)
     ok = np.ones(n, bool)
@@ -319,7 +377,17 @@ def assemble(
         axis=(1, 2)
     )
     values[:, index["stamp_edge_fraction"]] = edge
+    fixed = {name: np.asarray(rows, bool) for name, rows in (repaired or {}).items()}
+    for name in names:
+        lo, hi = FEATURE_VALID.get(name, (-np.inf, np.inf))
+        col = values[:, index[name]]
+        with np.errstate(invalid="ignore"):
+            bad = np.isinf(col) | (col < lo) | (col > hi)
+        if bad.any():
+            col[bad] = np.nan
+            fixed[name] = fixed.get(name, np.zeros(n, bool)) | bad
     table = pd.DataFrame({col: ids[col].to_numpy() if col in ids else source for col in ID_COLUMNS})
+    table["flag_repaired"] = [",".join(k for k, rows in fixed.items() if rows[i]) for i in range(n)]
     parts = [table, pd.DataFrame(values, columns=names)]
     if extras is not None:
         parts.append(extras.reset_index(drop=True))
@@ -328,6 +396,16 @@ def assemble(
     if ok.all():
         return AlertBatch(table, stamps, rejected)
     return AlertBatch(table[ok].reset_index(drop=True), stamps[ok], rejected)
+
+
+def duplicate_ids(alert_ids: Sequence[str], seen: set[str]) -> np.ndarray:
+    """Which of ``alert_ids`` repeat an id of ``seen`` or an earlier one of the list; adds them all to
+    ``seen`` (the first occurrence of an id is not a duplicate, so a broker keeps one clean row)."""
+    out = np.zeros(len(alert_ids), bool)
+    for i, a in enumerate(alert_ids):
+        out[i] = a in seen
+        seen.add(a)
+    return out
 
 
 def add_context(batch: AlertBatch, associator: Any) -> AlertBatch:
@@ -380,6 +458,7 @@ def alerts_to_dataset(
         raise DatasetError(
             f"{out}: no usable alerts in {[str(p) for p in paths]}" + (f" ({reasons})" if reasons else "")
         )
+    batch.candidates["flag_duplicate_id"] = duplicate_ids(batch.candidates["alert_id"].tolist(), set())
     if context is not None:
         batch = add_context(batch, context)
     surveys = sorted(set(batch.candidates["survey"]))

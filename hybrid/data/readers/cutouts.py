@@ -92,12 +92,32 @@ def _fast_image(data: bytes) -> np.ndarray | None:
         raise CutoutError("FITS header lacks a valid BITPIX or NAXIS") from None
     if naxis != 2 or bitpix not in _DTYPES:
         return None  # image in an extension, a cube, or an odd BITPIX: astropy
-    if float(cards.get(b"BSCALE", 1)) != 1.0 or float(cards.get(b"BZERO", 0)) != 0.0:
+    try:
+        scaled = float(cards.get(b"BSCALE", 1)) != 1.0 or float(cards.get(b"BZERO", 0)) != 0.0
+    except ValueError:
+        raise CutoutError("FITS header has an invalid BSCALE or BZERO") from None
+    if scaled:
         return None
-    nx, ny = int(cards[b"NAXIS1"]), int(cards[b"NAXIS2"])
+    try:
+        nx, ny = int(cards[b"NAXIS1"]), int(cards[b"NAXIS2"])
+    except (KeyError, ValueError):
+        raise CutoutError("FITS header lacks a valid NAXIS1 or NAXIS2") from None
+    if nx <= 0 or ny <= 0:
+        raise CutoutError(f"FITS image is empty (NAXIS1={nx}, NAXIS2={ny})")
     dtype = np.dtype(_DTYPES[bitpix])
-    if len(data) < offset + nx * ny * dtype.itemsize:
+    size = nx * ny * dtype.itemsize
+    if len(data) < offset:
+        raise CutoutError(f"FITS file truncated inside its header ({len(data)} of {offset} bytes)")
+    if len(data) < offset + size:
         raise CutoutError(f"FITS data truncated: {len(data) - offset} bytes for a {ny}x{nx} {dtype} image")
+    # more than a block after the data unit that is not an extension: the header's BITPIX / NAXISn do
+    # not describe the bytes (a corrupted header), and reading them would give garbage pixels
+    end = offset + -(-size // _BLOCK) * _BLOCK
+    if len(data) - end >= _BLOCK and not data[end : end + 8] == b"XTENSION":
+        raise CutoutError(
+            f"FITS header inconsistent with the file: BITPIX={bitpix} NAXIS1={nx} NAXIS2={ny} describe "
+            f"{size} bytes of data, the file holds {len(data) - offset}"
+        )
     return np.frombuffer(data, dtype, nx * ny, offset).reshape(ny, nx)
 
 
@@ -112,8 +132,8 @@ def _astropy_image(data: bytes) -> np.ndarray:
                 for hdu in hdul:
                     if hdu.is_image and hdu.data is not None and hdu.data.ndim == 2:
                         return np.array(hdu.data)
-    except (OSError, ValueError, TypeError) as err:
-        raise CutoutError(f"unreadable FITS ({err})") from None
+    except Exception as err:  # astropy fails on corrupt headers in many ways (KeyError, IndexError, ...)
+        raise CutoutError(f"unreadable FITS ({type(err).__name__}: {err})") from None
     raise CutoutError("FITS file holds no 2-d image")
 
 
@@ -145,8 +165,15 @@ def decode_cutout(data: bytes | None) -> np.ndarray:
 
 
 def nan_problem(image: np.ndarray) -> str | None:
-    """ "all N pixels are NaN" for an image without a finite pixel, else None."""
-    return None if np.isfinite(image).any() else f"all {image.size} pixels are NaN"
+    """Why an image without a finite pixel is unusable ("all N pixels are NaN", or infinite), else None."""
+    if np.isfinite(image).any():
+        return None
+    n_inf = int(np.isinf(image).sum())
+    if n_inf == 0:
+        return f"all {image.size} pixels are NaN"
+    if n_inf == image.size:
+        return f"all {image.size} pixels are infinite"
+    return f"no finite pixel ({image.size - n_inf} NaN, {n_inf} infinite)"
 
 
 def implausible_fraction(stamps: np.ndarray) -> np.ndarray:
@@ -154,7 +181,7 @@ def implausible_fraction(stamps: np.ndarray) -> np.ndarray:
     (|x| > 1e15 or nonzero below 1e-30), NaN-only stamps counting 0; vectorised over leading axes."""
     with np.errstate(invalid="ignore"):
         a = np.abs(stamps)
-        odd = (a > _IMPLAUSIBLE) | ((a > 0) & (a < 1e-30))
+        odd = np.isfinite(a) & ((a > _IMPLAUSIBLE) | ((a > 0) & (a < 1e-30)))  # inf: no data, as NaN
     n = np.isfinite(a).sum(axis=(-2, -1))
     return odd.sum(axis=(-2, -1)) / np.maximum(n, 1)
 
@@ -167,6 +194,9 @@ def value_problem(image: np.ndarray) -> str | None:
     """
     bad = float(implausible_fraction(image))
     if bad < 0.05:
+        finite = image[np.isfinite(image)]
+        if finite.size > 1 and finite.min() == finite.max():  # a blank (zeroed) cutout is no data
+            return f"constant image (every finite pixel is {finite[0]:g})"
         return None
     swapped = image.byteswap()
     if implausible_fraction(swapped) < 0.05 and np.isfinite(swapped).mean() >= np.isfinite(image).mean():

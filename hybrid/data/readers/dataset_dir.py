@@ -14,11 +14,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hybrid.data.dataset import is_complete, read_dataset
-from hybrid.data.readers.base import READERS, AlertBatch, AlertReader, Chunk, assemble, framework_features
+from hybrid.data.dataset import CANDIDATES, META, STAMPS, is_complete, read_dataset
+from hybrid.data.readers.base import (
+    READERS,
+    AlertBatch,
+    AlertReader,
+    Chunk,
+    ReaderError,
+    assemble,
+    framework_features,
+)
 from hybrid.data.readers.cutouts import fit_stamp
 from hybrid.detection.candidates import CHANNELS
 
+DATASET_FILES = (CANDIDATES, STAMPS, META)
 CARRIED = ("label_real", "label_type", "truth_real", "truth_type", "split")
 
 
@@ -78,9 +87,24 @@ class DatasetReader(AlertReader):
     def sniff(self, path: Path) -> bool:
         return path.is_dir() and is_complete(path)
 
+    def mismatch(self, path: Path) -> str | None:
+        present = [f for f in DATASET_FILES if (path / f).is_file()] if path.is_dir() else []
+        if not present:
+            return None
+        missing = [f for f in DATASET_FILES if f not in present]
+        return f"incomplete dataset directory: {', '.join(missing)} missing (has {', '.join(present)})"
+
     def chunks(self, path: Path, batch_size: int) -> Iterator[Chunk]:
         ds = read_dataset(path)
-        channels = list(ds.meta["channels"])
+        channels = ds.meta.get("channels")
+        lacking = [c for c in CHANNELS if not isinstance(channels, list) or c not in channels]
+        if lacking:
+            raise ReaderError(f"{path}/meta.json: field 'channels' = {channels!r} lacks {lacking}")
+        if ds.stamps.shape[1] != len(channels):
+            raise ReaderError(
+                f"{path}: stamps.npy has {ds.stamps.shape[1]} channels, meta.json 'channels' lists "
+                f"{len(channels)}"
+            )
         survey = str(ds.meta.get("survey", ""))
         for start in range(0, len(ds), batch_size):
             stop = min(start + batch_size, len(ds))

@@ -82,6 +82,7 @@ def _moments(ixx: np.ndarray, iyy: np.ndarray, ixy: np.ndarray) -> tuple[np.ndar
     half = (ixx + iyy) / 2
     disc = np.sqrt(np.maximum(half**2 - (ixx * iyy - ixy**2), 0))
     l1, l2 = half + disc, half - disc
+    l2 = np.where(l2 > 0, l2, np.nan)  # not positive definite: moments that describe no shape
     with np.errstate(divide="ignore", invalid="ignore"):
         fwhm = 2.3548 * (l1 * l2) ** 0.25
         ratio = np.sqrt(l1 / l2)
@@ -166,7 +167,17 @@ class RubinChunk(Chunk):
             }
         )
         extras = pd.DataFrame({f"rubin_{name}": numeric_column(src, name) for name in EXTRAS})
-        return assemble(ids, rubin_features(src), stamps, edge, failed, self.source, extras)
+        features = rubin_features(src)
+        repaired = {  # moments given but not positive definite: the shape features are repaired to NaN
+            name: np.isfinite(numeric_column(src, xx)) & ~np.isfinite(features[name].to_numpy())
+            for name, xx in (
+                ("fwhm", "ixx"),
+                ("elongation", "ixx"),
+                ("ellipticity", "ixx"),
+                ("fwhm_sci", "ixxPSF"),
+            )
+        }
+        return assemble(ids, features, stamps, edge, failed, self.source, extras, repaired)
 
 
 @READERS.register("rubin_avro")

@@ -58,6 +58,7 @@ from hybrid.data.readers.base import (
     AlertReader,
     AvroAlertReader,
     Chunk,
+    ReaderError,
     assemble,
     numeric_column,
     stamps_from_cutouts,
@@ -115,6 +116,15 @@ def _catalog(values: np.ndarray) -> np.ndarray:
     return np.where(values > -99, values, np.nan)
 
 
+def isdiffpos_values(cand: pd.DataFrame) -> np.ndarray:
+    """``isdiffpos`` as 1.0 ('t', '1', 'true'), 0.0 ('f', '0', 'false') or NaN (missing or anything else)."""
+    if "isdiffpos" not in cand:
+        return np.full(len(cand), np.nan)
+    text = cand["isdiffpos"].astype("string").str.strip().str.lower()
+    out = np.where(text.isin(["t", "1", "true"]).to_numpy(bool), 1.0, np.nan)
+    return np.where(text.isin(["f", "0", "false"]).to_numpy(bool), 0.0, out)
+
+
 def ps1_mag(cand: pd.DataFrame, k: int) -> np.ndarray:
     """Magnitude of the k-th nearest PS1 source in the alert's band (g, r, i by fid; -999 kept)."""
     fid = numeric_column(cand, "fid")
@@ -134,8 +144,8 @@ def ps1_sources(cand: pd.DataFrame) -> pd.DataFrame:
 
 def ztf_features(cand: pd.DataFrame) -> pd.DataFrame:
     """Framework features (see the module table) from a table of ZTF ``candidate`` records."""
-    diffpos = cand["isdiffpos"].astype("string").str.lower().isin(["t", "1", "true"]).to_numpy()
-    sign = np.where(diffpos, 1.0, -1.0)
+    diffpos = isdiffpos_values(cand)
+    sign = 2.0 * diffpos - 1.0  # NaN when isdiffpos is neither true nor false
     magpsf, sigmapsf = numeric_column(cand, "magpsf"), numeric_column(cand, "sigmapsf")
     magap, sigmagap = numeric_column(cand, "magap"), numeric_column(cand, "sigmagap")
     flux = sign * 10 ** (-0.4 * (magpsf - AB_ZERO_POINT_UJY))
@@ -151,7 +161,7 @@ def ztf_features(cand: pd.DataFrame) -> pd.DataFrame:
                 "snr_psf": 1.0857 / sigmapsf,
                 "flux_aper": sign * 10 ** (-0.4 * (magap - AB_ZERO_POINT_UJY)),
                 "snr_aper": 1.0857 / sigmagap,
-                "isdiffpos": diffpos.astype(np.float64),
+                "isdiffpos": diffpos,
                 "chi2_psf": numeric_column(cand, "chipsf"),
                 "fwhm": numeric_column(cand, "fwhm") * ZTF_PIXEL_SCALE,
                 "elongation": elong,
@@ -223,7 +233,13 @@ class ZtfChunk(Chunk):
         )
         extras = pd.DataFrame({f"ztf_{name}": numeric_column(cand, name) for name in EXTRAS})
         extras = pd.concat([extras, ps1_sources(cand)], axis=1)
-        return assemble(ids, ztf_features(cand), stamps, edge, failed, self.source, extras)
+        # an isdiffpos that is there but neither true nor false: sign unknown, repaired to missing
+        odd = np.isnan(isdiffpos_values(cand)) & (
+            cand["isdiffpos"].notna().to_numpy() if "isdiffpos" in cand else False
+        )
+        return assemble(
+            ids, ztf_features(cand), stamps, edge, failed, self.source, extras, {"isdiffpos": odd}
+        )
 
 
 def _stamp_bytes(cutout: object) -> bytes | None:
@@ -266,13 +282,35 @@ class ZtfParquetReader(AlertReader):
             return False
         import pyarrow.parquet as pq
 
-        names = set(pq.ParquetFile(path).schema_arrow.names)
+        try:
+            names = set(pq.ParquetFile(path).schema_arrow.names)
+        except Exception:  # unreadable: :meth:`mismatch` says why
+            return False
         return {"candidate", "cutoutDifference"} <= names
 
-    def chunks(self, path: Path, batch_size: int) -> Iterator[Chunk]:
+    def mismatch(self, path: Path) -> str | None:
+        if path.suffix != ".parquet" or not path.is_file():
+            return None
         import pyarrow.parquet as pq
 
+        try:
+            names = set(pq.ParquetFile(path).schema_arrow.names)
+        except Exception as err:
+            return f"not a readable Parquet file ({err})"
+        missing = [c for c in ("candidate", "cutoutDifference") if c not in names]
+        return f"Parquet without the ZTF alert column(s) {missing} (columns: {sorted(names)[:20]})"
+
+    def chunks(self, path: Path, batch_size: int) -> Iterator[Chunk]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self.sniff(path):
+            raise ReaderError(f"{path}: {self.mismatch(path) or 'not a ZTF Parquet file'}")
         pf = pq.ParquetFile(path)
+        for name in ("candidate", *CUTOUTS.values()):
+            kind = pf.schema_arrow.field(name).type if name in pf.schema_arrow.names else None
+            if kind is not None and not pa.types.is_struct(kind):
+                raise ReaderError(f"{path}: column {name!r} is {kind}, expected a struct (record)")
         columns = [
             c for c in ("objectId", "candid", "candidate", *CUTOUTS.values()) if c in pf.schema_arrow.names
         ]
