@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 #: schema-name prefix -> the chunk of its reader, from (records, source)
 CHUNKERS: dict[str, Callable[[list[dict], str], Any]] = {
     "ztf": chunk_from_records,
-    "lsst": RubinChunk,
+    "lsst": lambda records, source: RubinChunk(source, records),
 }
 
 
@@ -80,7 +80,7 @@ def rubin_schemas() -> dict[int, dict]:
     except ImportError:
         return {}
     registry = SchemaRegistry.all_schemas_from_filesystem()
-    return {i: registry.get_by_id(i).definition for i in registry.known_ids()}
+    return {i: registry.get_by_id(i).definition for i in registry.known_ids}
 
 
 def decode_value(value: bytes, schemas: Mapping[int, dict] | None = None) -> tuple[str, list[dict]]:
@@ -91,18 +91,20 @@ def decode_value(value: bytes, schemas: Mapping[int, dict] | None = None) -> tup
     """
     import fastavro
 
+    framed = len(value) > 5 and value[0] == 0
+    if framed:
+        schema_id = int.from_bytes(value[1:5], "big")
+        schema = (schemas or {}).get(schema_id) or rubin_schemas().get(schema_id)
+        if schema is None:
+            raise ReaderError(f"Confluent wire format with unknown schema id {schema_id}")
+        parsed = fastavro.parse_schema(schema)
     try:
         if value[:4] == b"Obj\x01":
             reader = fastavro.reader(io.BytesIO(value))
             return str(reader.writer_schema.get("name", "")), list(reader)
-        if len(value) > 5 and value[0] == 0:
-            schema_id = int.from_bytes(value[1:5], "big")
-            schema = (schemas or {}).get(schema_id) or rubin_schemas().get(schema_id)
-            if schema is None:
-                raise ReaderError(f"Confluent wire format with unknown schema id {schema_id}")
-            parsed = fastavro.parse_schema(schema)
+        if framed:
             return str(parsed.get("name", "")), [fastavro.schemaless_reader(io.BytesIO(value[5:]), parsed)]
-    except (ValueError, EOFError, StopIteration, IndexError, TypeError) as err:
+    except (ValueError, EOFError, StopIteration, IndexError) as err:
         raise ReaderError(f"corrupt avro ({type(err).__name__}: {err})") from err
     raise ReaderError(f"not avro: neither an object container nor the Confluent wire format ({value[:8]!r})")
 
@@ -168,7 +170,8 @@ def consume_and_score(
         group: consumer group (its committed offsets are where a restarted consumer resumes).
         batch_size, max_wait: at most this many messages per batch, waiting at most ``max_wait`` s.
         exactly_once: commit scores and offsets in one transaction (else: at least once).
-        idle_stop: stop after this many seconds without a message (None: run until Ctrl-C).
+        idle_stop: stop after this many seconds with partitions assigned and no message (None: run
+            until Ctrl-C).
         config: further librdkafka settings for consumer and producer (security, ...).
         schemas: schema id -> avro schema for Confluent-framed values (Rubin's come with
             lsst-alert-packet).
@@ -209,6 +212,8 @@ def consume_and_score(
                 log.warning("kafka: %s", err)
             messages = [Message.of(m) for m in raw if m.error() is None]
             if not messages:
+                if not consumer.assignment():  # idle time counts from joining the group
+                    last = time.monotonic()
                 continue
             last = time.monotonic()
             rows = score_messages(predictor, messages, schemas)
