@@ -1,7 +1,7 @@
 """The `hybrid` command: thin verbs over the library (the same functions `python run.py` calls).
 
 hybrid build [OVERRIDES...]            build (or reuse) the dataset; Hydra overrides as for run.py
-hybrid bench WHAT [--fields N]         benchmarks: build, subtraction, context, train, predict (-> reports/)
+hybrid bench WHAT [--fields N]         benchmarks: build, subtraction, context, train, predict, stream
 hybrid compare RUNS_OR_SWEEPS... [--keys K...] [--metrics M...] [--sort M] [--x K] [--out PATH]
                                        table of runs grouped over seeds (+ plots; Markdown, CSV, PNG)
 hybrid study SPEC.yaml [OVERRIDES...]  run an ablation study of experiments/ and write its report

@@ -76,6 +76,7 @@ def split_alerts(out: Path) -> list[str]:
     return [str(c) for c in table.column("candid").to_pylist()]
 
 
+@pytest.mark.slow  # about a minute: two Spark jobs, one of them killed (CI runs it with -m slow)
 def test_killed_streaming_job_restarts_and_scores_every_alert_exactly_once(
     spark, tiny_bundle: Path, tmp_path: Path
 ) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-BENCHMARKS = ("build", "subtraction", "context", "train", "predict")
+BENCHMARKS = ("build", "subtraction", "context", "train", "predict", "stream")
 
 
 def run_benchmark(what: str, cfg: DictConfig, *, out_dir: Path, fields: int | None = None) -> Path:

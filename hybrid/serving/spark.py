@@ -30,8 +30,10 @@ import json
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
@@ -119,6 +121,8 @@ def local_session(master: str = "local[2]", *, app: str = "hybrid"):
     """A Spark session for this machine: no UI, Arrow batches of 1,024 alerts, this Python."""
     from pyspark.sql import SparkSession
 
+    # pyspark warns on every UDF under pandas 3; the UDF's columns are plain numbers, strings, bytes
+    warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
     session = (
         SparkSession.builder.master(master)
         .appName(app)
@@ -241,7 +245,7 @@ def committed_files(out_dir: str | Path) -> list[Path]:
         for line in p.read_text().splitlines()[1:]:  # the first line is the log's version
             entry = json.loads(line)
             files[entry["path"]] = entry["action"] != "delete"
-    return [Path(path.removeprefix("file:")) for path, kept in files.items() if kept]
+    return [Path(unquote(urlparse(path).path)) for path, kept in files.items() if kept]
 
 
 def read_sink(out_dir: str | Path) -> pd.DataFrame:
