@@ -3,6 +3,7 @@ again, scores every alert exactly once."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -105,3 +106,15 @@ def test_killed_streaming_job_restarts_and_scores_every_alert_exactly_once(
     want = predicted(tiny_bundle, [PARQUET], tmp_path / "predict.parquet")
     assert_scores_equal(after.set_index("alert_id"), want)
     assert after["model_version"].nunique() == 1 and after["rejected"].isna().all()
+
+
+@pytest.mark.slow
+def test_bench_stream_writes_its_report(tmp_path: Path) -> None:
+    from hybrid.bench import run_benchmark
+    from hybrid.cli import load_config
+
+    md = run_benchmark("stream", load_config([]), out_dir=tmp_path, fields=1)
+    result = json.loads((tmp_path / "bench_stream.json").read_text())
+    assert md.read_text().startswith("# Streaming benchmark")
+    assert set(result["alerts_per_s_median"]) == {"spark_local_2", "hybrid_predict_2_workers"}
+    assert all(v > 0 for v in result["alerts_per_s_per_core_median"].values())
