@@ -144,10 +144,14 @@ def scored_frame(spark, bundle: str | Path, source: Any):
     ``object_id`` and the UDF's columns."""
     from pyspark.sql import functions as F
 
+    # only the candidate fields the reader uses go to Python (Spark then reads only those columns)
+    fields = [f for f in source.schema["candidate"].dataType.names if f in USED]
+    candidate = F.struct(*(F.col(f"candidate.{f}") for f in fields)).alias("candidate")
+    columns = [candidate if c == "candidate" else F.col(c) for c in ALERT_COLUMNS]
     return source.select(
         F.col("candid").cast("string").alias("alert_id"),
         F.col("objectId").alias("object_id"),
-        hybrid_udf(bundle)(*ALERT_COLUMNS).alias("hybrid"),
+        hybrid_udf(bundle)(*columns).alias("hybrid"),
     ).select("alert_id", "object_id", "hybrid.*")
 
 
