@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from hybrid.serving import Predictor
 from tests.test_readers import PARQUET, malformed_alerts, records
 
 pytest.importorskip("pyspark")
+if shutil.which("java") is None:
+    pytest.skip("Spark needs Java 17+ (apt-get install openjdk-17-jre-headless)", allow_module_level=True)
 spark_module = pytest.importorskip("hybrid.serving.spark")
 ROOT = Path(__file__).resolve().parent.parent
 
