@@ -25,13 +25,11 @@ so the study resumes where it stopped. Extra arguments are Hydra overrides for e
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -42,9 +40,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from hybrid.cli import load_config
+from hybrid.adapters.stage import target_metrics
+from hybrid.config import REPO_ROOT as ROOT
+from hybrid.config import load_config
+from hybrid.markdown import markdown_table
+from hybrid.rundir import RunDir
+from hybrid.tracking.runner import Job, StudyRunner
 
-ROOT = Path(__file__).resolve().parent.parent
 SURVEYS = ("ztf", "goto", "atlas", "rubin")
 PRESETS = {
     # name: (fields per survey, epochs, extra overrides)
@@ -52,7 +54,6 @@ PRESETS = {
     "cpu": (12, 4, []),
     "gpu": (48, 10, ["trainer=gpu", "train.batch_size=512"]),
 }
-KEY = re.compile(r"^target_(?P<target>[a-z0-9]+)_(?P<tta>[a-z0-9]+)_n(?P<n>\d+)_(?P<metric>.+)$")
 LABELS = {  # (training-time adapter, test-time adapter) -> label in tables and plots
     ("none", "none"): "none",
     ("none", "adabn"): "AdaBN",
@@ -107,12 +108,6 @@ def jobs(surveys: list[str], ns: list[int], parts: list[str]) -> list[tuple[str,
     return [(name, [*o, *common]) for name, o in out]
 
 
-def _train(overrides: list[str]) -> dict:
-    from hybrid.training.train import train
-
-    return train(load_config(overrides))
-
-
 def _prepare_one(base: list[str], survey: str, variants: list[list[str]]) -> dict[str, str]:
     from hydra.utils import instantiate
 
@@ -143,52 +138,39 @@ def prepare_data(
 def run_all(
     base: list[str], grid: list[tuple[str, list[str]]], out_dir: Path, workers: int, done: Callable[[], None]
 ) -> dict:
-    """Train every job (``workers`` at a time), calling ``done`` after each; returns {run name: seconds}."""
-    seconds = {}
-    todo = [(name, [*base, *o, f"run_dir={out_dir / name}"]) for name, o in grid]
-    if workers <= 1:
-        for name, overrides in todo:
-            t = time.perf_counter()
-            _train(overrides)
-            seconds[name] = time.perf_counter() - t
-            print(f"[cross_survey] {name}: {seconds[name]:.0f} s", flush=True)
-            done()
-        return seconds
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        start = time.perf_counter()
-        futures = {pool.submit(_train, overrides): name for name, overrides in todo}
-        for fut in as_completed(futures):
-            name = futures[fut]
-            try:
-                fut.result()
-            except Exception as err:  # one failed run must not lose the others' results
-                print(f"[cross_survey] {name} FAILED: {err!r}", flush=True)
-                continue
-            seconds[name] = time.perf_counter() - start
-            print(f"[cross_survey] {name} done at {seconds[name]:.0f} s", flush=True)
-            done()
-    return seconds
+    """Train every job with the study runner (``workers`` at a time, in worker processes; datasets are
+    built by :func:`prepare_data` first), calling ``done`` after each that finished; returns {run name:
+    seconds}. Each run's log is ``out_dir/<run>.log``."""
+    runner = StudyRunner(
+        out_dir.parent,
+        jobs=max(workers, 1),
+        deadline=None,
+        extra=[],
+        build_workers=1,
+        in_process=True,
+        run_defaults=[],
+        conf_name="cross_survey_conf",
+        skip_finished=False,  # the train task skips a run only when its config is the same
+        mp_context="spawn",  # this process has imported torch (the harmonised datasets)
+        on_record=lambda record: record["status"] == "done" and done(),
+    )
+    records = runner.run([Job(out_dir.name, name, None, [*base, *o], None) for name, o in grid])
+    return {r["name"]: r["seconds"] for r in records if r["status"] == "done"}
 
 
 def collect(out_dir: Path, grid: list[tuple[str, list[str]]], surveys: list[str]) -> pd.DataFrame:
     """One row per (run, target, test-time adapter, N) from the runs' metrics.json."""
     rows = []
     for name, _ in grid:
-        path = out_dir / name / "metrics.json"
-        if not path.exists():
+        run = RunDir(out_dir / name)
+        if not run.finished():
             continue
-        m = json.loads(path.read_text())
+        m = run.metrics()
         part = name.split("/")[0]
         adapter = {"dann": "harmonize_dann", "resample": "resample"}.get(part, name.split("/")[-1])
         held = name.split("/")[1]
         source = held if part != "loso" else "+".join(s for s in surveys if s != held)
-        found: dict[tuple, dict] = {}
-        for k, v in m.items():
-            hit = KEY.match(k)
-            if hit:
-                g = hit.groupdict()
-                found.setdefault((g["target"], g["tta"], int(g["n"])), {})[g["metric"]] = v
-        for (target, tta, n), vals in found.items():
+        for (target, tta, n), vals in target_metrics(m).items():
             rows.append(
                 {
                     "run": name,
@@ -210,12 +192,8 @@ def collect(out_dir: Path, grid: list[tuple[str, list[str]]], surveys: list[str]
     # the in-domain reference: each target survey's own raw model on its own test split
     own = {}
     for name, _ in grid:
-        if (
-            name.startswith("pairs/")
-            and name.endswith("/none")
-            and (out_dir / name / "metrics.json").exists()
-        ):
-            own[name.split("/")[1]] = json.loads((out_dir / name / "metrics.json").read_text())["auc"]
+        if name.startswith("pairs/") and name.endswith("/none") and RunDir(out_dir / name).finished():
+            own[name.split("/")[1]] = RunDir(out_dir / name).metrics()["auc"]
     df["target_in_domain_auc"] = df["target"].map(own)
     return df
 
@@ -224,18 +202,11 @@ def _table(df: pd.DataFrame, index: list[str], columns: str, value: str, fmt: st
     t = df.pivot_table(index=index, columns=columns, values=value, aggfunc="mean")
     order = [c for c in LABELS.values() if c in t.columns]
     t = t[order]
-    head = "| " + " | ".join(index) + " | " + " | ".join(order) + " |"
-    lines = [head, "|" + "---|" * (len(index) + len(order))]
-    for key, row in t.iterrows():
-        key = key if isinstance(key, tuple) else (key,)
-        lines.append(
-            "| "
-            + " | ".join(str(k) for k in key)
-            + " | "
-            + " | ".join("" if pd.isna(v) else fmt.format(v) for v in row)
-            + " |"
-        )
-    return "\n".join(lines)
+    rows = [
+        [*(key if isinstance(key, tuple) else (key,)), *("" if pd.isna(v) else fmt.format(v) for v in row)]
+        for key, row in t.iterrows()
+    ]
+    return "\n".join(markdown_table([*index, *order], rows))
 
 
 def plots(df: pd.DataFrame, out: Path) -> list[Path]:

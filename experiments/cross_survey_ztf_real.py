@@ -34,35 +34,31 @@ import numpy as np
 import pandas as pd
 import yaml
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from scipy.stats import spearmanr
 
 from hybrid.adapters import adapt_batchnorm, harmonize_dataset
+from hybrid.config import CONF_DIR
+from hybrid.config import REPO_ROOT as ROOT
 from hybrid.context.recipes import default_cache_dir
-from hybrid.data.dataset import read_dataset
+from hybrid.data.dataset import read_dataset, select_inputs
 from hybrid.data.readers import alerts_to_dataset
 from hybrid.data.readers.recipes import fink_dir
 from hybrid.data.readers.ztf import ZTF_PIXEL_SCALE
 from hybrid.export.from_run import load_run_model
 from hybrid.models import HybridModel
+from hybrid.rundir import RunDir
 from hybrid.training.data import SplitTensors
 from hybrid.training.train import score_split
 
-ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "ztf_alerts" / "alerts.parquet"
 MODELS = {"raw": "pairs/ztf/none", "harmonised": "pairs/ztf/harmonize", "harmonised + DANN": "dann/ztf"}
 
 
 def alerts_split(dataset: Path, model: HybridModel) -> SplitTensors:
-    """The alerts as a split normalised by the model (labels are placeholders: the alerts have none)."""
-    ds = read_dataset(dataset)
-    table = ds.candidates.copy()
-    table["label_real"], table["label_type"] = 0.0, "bogus"
-    for f in model.features.names if model.features is not None else []:
-        if f not in table.columns:
-            table[f] = np.nan  # a feature the alerts lack: imputed by the model, with its indicator
+    """The alerts as an unlabelled split normalised by the model; features the alerts lack are NaN,
+    imputed by the model with its indicator."""
     names = model.features.names if model.features is not None else []
-    split = SplitTensors(ds.stamps, table, names, list(range(ds.stamps.shape[1])))
+    split = SplitTensors.from_inputs(select_inputs(dataset, features=names, impute="nan"))
     if model.image_encoder is not None:
         split.normalize_stamps(model.stamps)
     return split
@@ -98,16 +94,16 @@ def main(argv: list[str]) -> Path:
     work = default_cache_dir() / "datasets"
     raw = alerts_to_dataset(alerts, work / f"ztf-real-alerts-{alerts.parent.name}")
     drb = read_dataset(raw).candidates["ztf_drb"].to_numpy(float)
-    ztf = yaml.safe_load((ROOT / "conf" / "survey" / "ztf.yaml").read_text())
+    ztf = yaml.safe_load((CONF_DIR / "survey" / "ztf.yaml").read_text())
     seeing = {"sci": ztf["seeing_median"], "ref": ztf["seeing_median"] * ztf["reference_seeing_factor"]}
     seeing["diff"] = seeing["sci"]
     scores: dict[str, np.ndarray] = {}
     for label, name in MODELS.items():
         run = args.runs / name
-        if not (run / "metrics.json").is_file():
+        if not RunDir(run).finished():
             print(f"[ztf_real] {run}: no finished run; skipped")
             continue
-        cfg = OmegaConf.load(run / "config.yaml")
+        cfg = RunDir(run).config()
         data = raw
         if cfg.adapter.get("harmonize"):
             h = instantiate(cfg.adapter.harmonize)

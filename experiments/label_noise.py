@@ -32,32 +32,23 @@ kind) from whatever runs exist, and says which runs of the plan are missing.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
-import multiprocessing
-import os
 import shlex
-import shutil
-import subprocess
 import sys
-import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
-from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hybrid.markdown import markdown_table  # noqa: E402
 from hybrid.tracking.compare import Comparison, compare, plot_metric_against  # noqa: E402
+from hybrid.tracking.runner import Job, StudyRunner, by_seed  # noqa: E402
 from hybrid.tracking.runs import Run, find_runs  # noqa: E402
 
 GRID_SPEC = ROOT / "experiments" / "label_noise.yaml"
@@ -69,25 +60,6 @@ METRICS = ["auc", "fnr_at_1pct_fpr", "ece", "missed_detection_rate", "false_posi
 RANKED = ["fnr_at_1pct_fpr", "ece", "missed_detection_rate", "false_positive_rate"]
 FLAG_METRICS = ["flag_precision", "flag_recall"]
 GRID_AXES = ("noise", "noise.rate", "handling")  # the sweep items a grid spec crosses
-# quiet, single-threaded runs (several share the machine); no W&B
-RUN_DEFAULTS = [
-    "logger.wandb.enabled=false",
-    "trainer.enable_progress_bar=false",
-    "data.progress=false",
-    "train.threads=1",
-]
-
-
-@dataclass
-class Job:
-    """One training run of a study."""
-
-    study: str
-    name: str  # the run directory's name
-    seed: int
-    overrides: list[str]
-    dataset: list[str]  # the overrides that define its dataset (with the seed)
-    labels: dict = field(default_factory=dict)  # what the report keys it by (arm, n_pure, ...)
 
 
 def sweep_axes(spec: dict) -> dict[str, list[str]]:
@@ -148,210 +120,6 @@ def purity_jobs(spec: dict, *, sizes: list[int] | None, arms: list[str] | None) 
     return jobs
 
 
-def _key_hash(key: str) -> str:
-    return hashlib.sha1(key.encode()).hexdigest()[:10]
-
-
-def by_seed(*queues: list[Job]) -> list[Job]:
-    """The jobs of all queues, seed by seed (each queue's order kept within a seed)."""
-    seeds = sorted({j.seed for q in queues for j in q})
-    return [j for s in seeds for q in queues for j in q if j.seed == s]
-
-
-class Runner:
-    """Runs jobs ``jobs`` at a time, building each dataset once first; stops starting runs that
-    would not finish before the deadline (estimated from the runs so far)."""
-
-    def __init__(
-        self, *, jobs: int, deadline: float | None, extra: list[str], build_workers: int, in_process: bool
-    ) -> None:
-        self.jobs, self.extra, self.build_workers, self.in_process = jobs, extra, build_workers, in_process
-        self.conf = (
-            STUDIES / f"label_noise_conf-{os.getpid()}"
-        )  # one per driver: drivers may run side by side
-        if in_process:
-            shutil.rmtree(self.conf, ignore_errors=True)
-            shutil.copytree(ROOT / "conf", self.conf)
-        self.end = time.monotonic() + deadline if deadline else None
-        self.built: dict[str, threading.Lock] = {}
-        self.guard = threading.Lock()
-        self.durations: list[float] = []
-        self.log: list[dict] = []
-
-    def _remaining(self) -> float:
-        return float("inf") if self.end is None else self.end - time.monotonic()
-
-    def _run(self, cmd: list[str], log_path: Path, timeout: float | None) -> int:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-        with open(log_path, "w") as out:
-            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
-            try:
-                return proc.wait(timeout=None if timeout == float("inf") else timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                return -9
-
-    def _dataset(self, job: Job) -> bool:
-        if self.in_process:  # in this process, from the snapshot of conf/
-            from hybrid.data.build import build_dataset
-
-            t0 = time.monotonic()
-            cfg = compose(
-                [*job.dataset, *self.extra, f"data.workers={self.build_workers}", "data.progress=false"],
-                self.conf,
-            )
-            path = build_dataset(cfg)
-            self.log.append({"build": str(path), "seconds": time.monotonic() - t0})
-            return True
-        key = " ".join(sorted([*job.dataset, *self.extra]))
-        with self.guard:
-            lock = self.built.setdefault(key, threading.Lock())
-        with lock:  # the first job of a dataset builds it; the others wait for it
-            done = STUDIES / "datasets" / f"{_key_hash(key)}.done"
-            if done.exists() and done.read_text() == key:
-                return True
-            cmd = [
-                sys.executable,
-                "run.py",
-                "task=build_dataset",
-                *job.dataset,
-                *self.extra,  # those that change the dataset (data.n_fields, ...) must reach the build
-                f"data.workers={self.build_workers}",
-                "data.progress=false",
-                f"hydra.run.dir={STUDIES / 'datasets' / 'runs' / str(_key_hash(key))}",
-            ]
-            t0 = time.monotonic()
-            rc = self._run(cmd, STUDIES / "datasets" / f"{_key_hash(key)}.log", self._remaining())
-            self.log.append({"build": key, "rc": rc, "seconds": time.monotonic() - t0})
-            if rc == 0:
-                done.write_text(key)
-            return rc == 0
-
-    def __call__(self, job: Job) -> dict:
-        run_dir = STUDIES / job.study / job.name
-        record = {**asdict(job), "run_dir": str(run_dir), "status": "skipped (deadline)"}
-        if (run_dir / "metrics.json").exists():
-            record["status"] = "done before"
-            return record
-        typical = float(np.median(self.durations)) if self.durations else 0.0
-        if self._remaining() < 1.1 * typical:
-            return record
-        if not self._dataset(job):
-            record["status"] = "dataset build failed"
-            return record
-        cmd = [
-            sys.executable,
-            "run.py",
-            *job.overrides,
-            f"seed={job.seed}",
-            *RUN_DEFAULTS,
-            *self.extra,
-            f"hydra.run.dir={run_dir}",
-        ]
-        t0 = time.monotonic()
-        rc = self._run(cmd, run_dir.parent / f"{run_dir.name}.log", self._remaining())
-        seconds = time.monotonic() - t0
-        if rc == 0:
-            self.durations.append(seconds)
-        record.update(
-            status="done" if rc == 0 else f"failed (rc {rc})", seconds=seconds, command=shlex.join(cmd)
-        )
-        print(
-            f"[{time.strftime('%H:%M:%S')}] {job.study}/{job.name}: {record['status']} in {seconds:.0f} s",
-            flush=True,
-        )
-        return record
-
-    def run(self, jobs: list[Job]) -> list[dict]:
-        if not self.in_process:
-            with ThreadPoolExecutor(self.jobs) as pool:
-                return list(pool.map(self, jobs))
-        try:
-            return self._run_in_process(jobs)
-        finally:
-            shutil.rmtree(self.conf, ignore_errors=True)
-
-    def _run_in_process(self, jobs: list[Job]) -> list[dict]:
-        """Each of ``jobs`` worker processes imports the library once and calls train() for run after
-        run (on a loaded CPU the imports cost as much as a small training)."""
-        records, pending, running = [], list(jobs), {}
-        with ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-            while pending or running:
-                while pending and len(running) < self.jobs:
-                    job = pending.pop(0)
-                    run_dir = STUDIES / job.study / job.name
-                    record = {**asdict(job), "run_dir": str(run_dir), "status": "skipped (deadline)"}
-                    typical = float(np.median(self.durations)) if self.durations else 0.0
-                    if (run_dir / "metrics.json").exists():
-                        record["status"] = "done before"
-                    elif self._remaining() >= 1.1 * typical and self._dataset(job):
-                        overrides = [*job.overrides, f"seed={job.seed}", *RUN_DEFAULTS, *self.extra]
-                        log = run_dir.parent / f"{run_dir.name}.log"
-                        future = pool.submit(
-                            train_in_process, overrides, str(run_dir), str(log), str(self.conf)
-                        )
-                        running[future] = (record, time.monotonic(), overrides)
-                        continue
-                    records.append(record)
-                if not running:
-                    break
-                timeout = None if self.end is None else max(self._remaining(), 0.0)
-                done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
-                if not done:  # the deadline: stop the runs in flight
-                    for proc in list(getattr(pool, "_processes", {}).values()):
-                        proc.kill()
-                    for record, _, _ in running.values():
-                        records.append({**record, "status": "killed (deadline)"})
-                    break
-                for future in done:
-                    record, t0, overrides = running.pop(future)
-                    seconds = time.monotonic() - t0
-                    error = future.exception()
-                    if error is None:
-                        self.durations.append(seconds)
-                    status = "done" if error is None else f"failed ({type(error).__name__}: {error})"
-                    record.update(status=status, seconds=seconds, overrides_run=overrides)
-                    records.append(record)
-                    stamp = time.strftime("%H:%M:%S")
-                    print(
-                        f"[{stamp}] {record['study']}/{record['name']}: {status} in {seconds:.0f} s",
-                        flush=True,
-                    )
-        return records
-
-
-def compose(overrides: list[str], conf_dir: Path) -> DictConfig:
-    """conf/config.yaml of ``conf_dir`` (a snapshot of conf/ taken when the study started, so that
-    edits to conf/ while it runs do not change its runs) with the overrides."""
-    with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
-
-
-def train_in_process(overrides: list[str], run_dir: str, log_path: str, conf_dir: str) -> None:
-    """``python run.py OVERRIDES`` without a new interpreter: the config, then the library's train().
-
-    Writes ``.hydra/overrides.yaml`` as a Hydra run would, so that reports key runs by what was set.
-    """
-    import contextlib
-    import logging
-
-    from hybrid.training.train import train
-
-    out = Path(run_dir)
-    (out / ".hydra").mkdir(parents=True, exist_ok=True)
-    (out / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
-    cfg = compose([*overrides, f"run_dir={run_dir}"], Path(conf_dir))
-    with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        handler = logging.StreamHandler(log)
-        logging.getLogger().addHandler(handler)
-        try:
-            train(cfg)
-        finally:
-            logging.getLogger().removeHandler(handler)
-
-
 # --- reports --------------------------------------------------------------------------------------
 
 
@@ -396,14 +164,14 @@ def best_per_kind(t: pd.DataFrame) -> pd.DataFrame:
 
 def _pivot_markdown(t: pd.DataFrame, metric: str) -> list[str]:
     rates = sorted(t["noise.rate"].unique())
-    lines = ["| handling | " + " | ".join(f"{r:g}" for r in rates) + " |", "|---" * (len(rates) + 1) + "|"]
+    rows = []
     for handling, grp in t.groupby("handling"):
-        cells = []
+        cells = [handling]
         for r in rates:
             row = grp[grp["noise.rate"] == r]
             cells.append(_fmt(row[f"{metric}_mean"].iat[0], row[f"{metric}_std"].iat[0]) if len(row) else "–")
-        lines.append(f"| {handling} | " + " | ".join(cells) + " |")
-    return lines
+        rows.append(cells)
+    return markdown_table(["handling", *(f"{r:g}" for r in rates)], rows)
 
 
 def plot_grid(runs: list[Run], out: Path) -> list[Path]:
@@ -705,12 +473,14 @@ def main(argv: list[str] | None = None) -> int:
         write_plan(STUDIES / "label_noise_purity", jobs, args.overrides)
         queues.append(jobs)
     if queues:
-        runner = Runner(
+        runner = StudyRunner(
+            STUDIES,
             jobs=args.jobs,
             deadline=args.deadline,
             extra=args.overrides,
             build_workers=args.build_workers,
             in_process=args.in_process,
+            conf_name="label_noise_conf",
         )
         records = runner.run(by_seed(*queues))
         (STUDIES / f"runs-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from hybrid.cli import load_config
+from hybrid.config import load_config
 from hybrid.data.build import build_dataset
 from hybrid.training.data import CandidateDataModule
 from hybrid.training.train import make_datamodule

@@ -2,6 +2,10 @@
 
 hybrid build [OVERRIDES...]            build (or reuse) the dataset; Hydra overrides as for run.py
 hybrid bench WHAT [--fields N]         benchmarks: build, subtraction, context, train, predict, stream
+hybrid bench real [--bundle B] [--out reports/real_ztf]
+                                       a bundle on the 586 real ZTF alerts of fink-science (AUC vs drb, ...)
+hybrid realism SIM_DATASET REAL_INPUTS... [--out reports/realism_ztf]
+                                       simulated vs real: per-statistic table + classifier two-sample tests
 hybrid compare RUNS_OR_SWEEPS... [--keys K...] [--metrics M...] [--sort M] [--x K] [--out PATH]
                                        table of runs grouped over seeds (+ plots; Markdown, CSV, PNG)
 hybrid study SPEC.yaml [OVERRIDES...]  run an ablation study of experiments/ and write its report
@@ -9,13 +13,19 @@ hybrid drift REFERENCE CURRENT [--model RUN_DIR] [--tests T...] [--out DIR]
                                        drift tests of CURRENT against REFERENCE (datasets or tables)
 hybrid examples DATASET [--out PNG]    figure of example triplets per class and bogus kind
 hybrid list                            registered plug-ins (subtractors, label sources)
-hybrid ingest INPUTS... --out DATASET [--kind K]   real alerts (ZTF/Rubin avro, Parquet, FITS) -> dataset dir
+hybrid ingest INPUTS... --out DATASET [--kind K] [--context C]
+                                       real alerts (ZTF/Rubin avro, Parquet, FITS) -> dataset dir; with
+                                       --context (conf/context/C.yaml, e.g. ztf_real) ctx_* from catalogues
 hybrid export RUN_DIR [--format onnx] [--out DIR] [--ensemble RUN_DIR... | --mc-dropout S]
                                        a training run -> export bundle (ONNX + preprocessing)
-hybrid predict BUNDLE INPUTS... --out SCORES.parquet [--kind K] [--workers N] [--batch-size B]
+hybrid predict BUNDLE INPUTS... --out SCORES.parquet [--kind K] [--workers N] [--batch-size B] [--context C]
 hybrid simulate --out DIR [--fields N] [OVERRIDES...]  simulated fields as FITS + truth, DIR/field-NNNN/
 hybrid stream --engine spark BUNDLE SOURCE_DIR --out SINK_DIR [--once]   Spark Structured Streaming job
 hybrid stream --engine kafka BUNDLE TOPIC[,TOPIC] --out OUT_TOPIC --bootstrap-servers HOST:PORT
+hybrid pipeline SCI.fits REF.fits --out DIR [--catalog CAT] [--bundle B] [--regions] [--pairs LIST]
+                [--workers N] [OVERRIDES...]   real frames -> candidates dataset (+ scores, DS9 regions, PNG)
+hybrid vet DATASET_OR_SCORES [--bundle B] [--queue bald|entropy|margin|random] [--port P] [OVERRIDES...]
+                                       the vetting page (needs the [vet] extra); votes -> curation=human
 """
 
 from __future__ import annotations
@@ -25,23 +35,47 @@ import logging
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
-
 from hybrid.bench import BENCHMARKS
+from hybrid.config import CONF_DIR, load_config  # noqa: F401  (CONF_DIR: for scripts of older releases)
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
+def load_context(name: str | None, parser: argparse.ArgumentParser) -> object | None:
+    """The associator of conf/context/<name>.yaml, its catalogue files checked (None without a name)."""
+    if name is None:
+        return None
+    from hydra.errors import HydraException
+    from hydra.utils import instantiate
 
-def load_config(overrides: list[str]) -> DictConfig:
-    """Compose conf/config.yaml with Hydra overrides, as `python run.py` does."""
-    if not CONF_DIR.is_dir():
-        raise FileNotFoundError(f"{CONF_DIR}: config directory not found; run from a source checkout")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=overrides)
+    try:
+        assoc = instantiate(load_config([f"context={name}"]).context)
+    except HydraException as err:
+        parser.error(f"--context {name}: {str(err).splitlines()[0]}")
+    missing = [s.path for s in assoc.catalogs if s.path and not Path(s.path).expanduser().is_file()]
+    if missing:
+        parser.error(
+            f"--context {name}: catalogue file(s) {missing} not found; fetch them with "
+            "`python -m datasets.fink_alerts` and `python -m datasets.prost_bts` (HYBRID_CACHE: the cache)"
+        )
+    return assoc
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `hybrid` command; inputs it cannot use end it with the message that names them (status 2)."""
+    try:
+        return _main(argv)
+    except Exception as err:
+        from hybrid.bench.real import BenchError
+        from hybrid.data.dataset import DatasetError
+        from hybrid.data.readers import ReaderError
+        from hybrid.evaluation.realism import RealismError
+
+        if isinstance(err, BenchError | DatasetError | ReaderError | RealismError):
+            print(f"hybrid: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(
         prog="hybrid", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -52,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     p_bench = sub.add_parser("bench", help="benchmarks; results go to reports/")
     p_bench.add_argument("what", choices=list(BENCHMARKS))
     p_bench.add_argument("--fields", type=int, default=None, help="size of the benchmark (fields or frames)")
-    p_bench.add_argument("--out", type=Path, default=Path("reports"))
+    p_bench.add_argument("--out", type=Path, default=None, help="reports dir (real: the reports' stem)")
+    p_bench.add_argument("--bundle", type=Path, default=None, help="real: the export bundle to measure")
     p_bench.add_argument("overrides", nargs="*")
     p_ex = sub.add_parser("examples", help="figure of example triplets of every class and bogus kind")
     p_ex.add_argument("dataset", type=Path)
@@ -88,12 +123,23 @@ def main(argv: list[str] | None = None) -> int:
     p_drift.add_argument("--alpha", type=float, default=0.05, help="significance level of each test")
     p_drift.add_argument("--reference-split", help="use only this split of REFERENCE (e.g. test)")
     p_drift.add_argument("--out", type=Path, default=Path("outputs/drift"), help="drift.json, drift.md")
+    p_real = sub.add_parser("realism", help="simulated vs real candidates: statistics, two-sample tests")
+    p_real.add_argument("sim_dataset", type=Path, help="simulated dataset directory")
+    p_real.add_argument("real_inputs", nargs="+", type=Path, help="real alert files (avro, Parquet, ...)")
+    p_real.add_argument("--out", type=Path, default=Path("reports/realism_ztf"), help="reports' stem")
+    p_real.add_argument("--kind", default=None, help="reader of the real inputs (default: recognised)")
+    p_real.add_argument("--max-sim", type=int, default=5000, help="simulated candidates used (subsample)")
+    p_real.add_argument("--seed", type=int, default=0)
     sub.add_parser("list", help="registered plug-ins")
     p_ing = sub.add_parser("ingest", help="convert real alerts or FITS stamps to a dataset directory")
     p_ing.add_argument("inputs", nargs="+", type=Path, help="avro / Parquet files, FITS or avro directories")
     p_ing.add_argument("--out", type=Path, required=True, help="dataset directory to write")
     p_ing.add_argument("--kind", default=None, help="reader name (default: recognised from the input)")
     p_ing.add_argument("--stamp-size", type=int, default=63)
+    context_help = (
+        "context config (conf/context/NAME.yaml, e.g. ztf_real): ctx_* features from its catalogues"
+    )
+    p_ing.add_argument("--context", default=None, metavar="NAME", help=context_help)
     p_exp = sub.add_parser("export", help="export a training run as a bundle (ONNX, weights, preprocessing)")
     p_exp.add_argument("run_dir", type=Path)
     p_exp.add_argument("--format", default="onnx", choices=["onnx"])
@@ -111,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p_pred.add_argument("--workers", type=int, default=2, help="worker processes (or threads), one core each")
     p_pred.add_argument("--backend", default="process", choices=["process", "thread"])
     p_pred.add_argument("--batch-size", type=int, default=256)
+    p_pred.add_argument("--context", default=None, metavar="NAME", help=context_help)
     p_sim = sub.add_parser("simulate", help="simulate fields and write them as FITS files and truth tables")
     p_sim.add_argument("--out", type=Path, required=True, help="output directory")
     p_sim.add_argument("--fields", type=int, default=1, help="number of fields (ids 0 .. N-1)")
@@ -128,7 +175,34 @@ def main(argv: list[str] | None = None) -> int:
     p_st.add_argument("--group", default="hybrid", help="kafka: consumer group")
     p_st.add_argument("--batch-size", type=int, default=256, help="kafka: messages per batch")
     p_st.add_argument("--at-least-once", action="store_true", help="kafka: no transactions")
+    p_pipe = sub.add_parser("pipeline", help="real science + reference FITS frames -> candidates (+ scores)")
+    p_pipe.add_argument("args", nargs="*", help="SCI.fits REF.fits, then Hydra overrides (key=value)")
+    p_pipe.add_argument("--out", type=Path, required=True, help="output directory (a dataset directory)")
+    p_pipe.add_argument("--pairs", type=Path, help="text file, one 'SCIENCE REFERENCE [CATALOG]' per line")
+    p_pipe.add_argument("--catalog", type=Path, help="source catalogue of the field (FITS, Parquet, CSV)")
+    p_pipe.add_argument("--bundle", type=Path, help="export bundle: also write DIR/scores.parquet")
+    p_pipe.add_argument("--regions", action="store_true", help="DS9 regions + PNG per pair in DIR/regions/")
+    p_pipe.add_argument("--workers", type=int, default=1, help="frame pairs processed in parallel")
+    p_vet = sub.add_parser(
+        "vet", help="the vetting page: label candidates in a browser (votes -> curation=human)"
+    )
+    p_vet.add_argument("source", type=Path, help="dataset directory, or a scores file of `hybrid predict`")
+    p_vet.add_argument("--bundle", type=Path, help="export bundle to score a dataset with")
+    p_vet.add_argument("--queue", default="entropy", choices=["bald", "entropy", "margin", "random"])
+    p_vet.add_argument("--port", type=int, default=5000)
+    p_vet.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: the network)")
+    p_vet.add_argument("--votes", type=Path, default=Path("outputs/vet/votes.sqlite"), help="vote database")
+    p_vet.add_argument("--work-dir", type=Path, help="scores and rounds (default outputs/vet/<input name>)")
+    p_vet.add_argument("--volunteer", default="volunteer", help="name of volunteers who have not given one")
+    p_vet.add_argument("--retire-after", type=int, default=3, help="votes after which a candidate is retired")
+    p_vet.add_argument("--threshold", type=float, default=0.5, help="score threshold of the model review")
+    p_vet.add_argument(
+        "overrides", nargs="*", help="Hydra overrides of the retraining (active-learning rounds)"
+    )
     args, extra = parser.parse_known_args(argv)
+    if args.verb == "pipeline":  # positional: frame paths, then Hydra overrides
+        args.overrides = [a for a in args.args if "=" in a]
+        args.frames = [Path(a) for a in args.args if "=" not in a]
     if extra:  # Hydra overrides after an option (`hybrid study SPEC --out DIR data.n_fields=4`)
         if not hasattr(args, "overrides") or any(a.startswith("-") for a in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -141,7 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.verb == "bench":
         from hybrid.bench import run_benchmark
 
-        print(run_benchmark(args.what, load_config(args.overrides), out_dir=args.out, fields=args.fields))
+        if args.bundle is not None and args.what != "real":
+            parser.error("bench: --bundle is an option of `hybrid bench real` only")
+        cfg = load_config(args.overrides)
+        print(run_benchmark(args.what, cfg, out_dir=args.out, fields=args.fields, bundle=args.bundle))
     elif args.verb == "examples":
         from hybrid.data.figures import plot_examples
 
@@ -184,6 +261,19 @@ def main(argv: list[str] | None = None) -> int:
         report = drift_report(ref, cur, tests=args.tests, alpha=args.alpha)
         print(format_report(report))
         print(write_report(report, args.out))
+    elif args.verb == "realism":
+        from hybrid.evaluation.realism import write_realism_report
+
+        print(
+            write_realism_report(
+                args.sim_dataset,
+                args.real_inputs,
+                args.out,
+                kind=args.kind,
+                max_sim=args.max_sim,
+                seed=args.seed,
+            )
+        )
     elif args.verb == "list":
         from hybrid.active import ACQUISITIONS, LABELLERS
         from hybrid.adapters import TEST_TIME_ADAPTERS
@@ -200,7 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     elif args.verb == "ingest":
         from hybrid.data.readers import alerts_to_dataset
 
-        print(alerts_to_dataset(args.inputs, args.out, kind=args.kind, stamp_size=args.stamp_size))
+        context = load_context(args.context, parser)
+        print(
+            alerts_to_dataset(
+                args.inputs, args.out, kind=args.kind, stamp_size=args.stamp_size, context=context
+            )
+        )
     elif args.verb == "export":
         from hybrid.export import export_run
 
@@ -219,8 +314,13 @@ def main(argv: list[str] | None = None) -> int:
     elif args.verb == "predict":
         from hybrid.serving import Predictor
 
+        context = load_context(args.context, parser)
         with Predictor(
-            args.bundle, workers=args.workers, batch_size=args.batch_size, backend=args.backend
+            args.bundle,
+            workers=args.workers,
+            batch_size=args.batch_size,
+            backend=args.backend,
+            context=context,
         ) as predictor:
             summary = predictor.predict_to_parquet(args.inputs, args.out, kind=args.kind, progress=True)
         for r in summary.rejected:
@@ -252,6 +352,30 @@ def main(argv: list[str] | None = None) -> int:
             exactly_once=not args.at_least_once,
         )
         print(f"{written} alerts scored into topic {args.out}")
+    elif args.verb == "pipeline":
+        from hybrid.exposure import InvalidExposureError
+        from hybrid.pipeline import FramePair, read_pairs, run_pipeline
+
+        if bool(args.frames) == bool(args.pairs) or len(args.frames) not in (0, 2):
+            parser.error("pipeline: give SCI.fits REF.fits, or --pairs LIST")
+        pairs = (
+            read_pairs(args.pairs, args.catalog) if args.pairs else [FramePair.of(*args.frames, args.catalog)]
+        )
+        try:
+            out = run_pipeline(
+                load_config(args.overrides),
+                pairs,
+                args.out,
+                bundle=args.bundle,
+                regions=args.regions,
+                workers=args.workers,
+            )
+        except (InvalidExposureError, FileNotFoundError) as err:
+            print(f"hybrid pipeline: {err}", file=sys.stderr)
+            return 2
+        print(out)
+    elif args.verb == "vet":
+        return _vet(args)
     elif args.verb == "simulate":
         from hydra.utils import instantiate
 
@@ -264,6 +388,39 @@ def main(argv: list[str] | None = None) -> int:
             fld = simulate_field(survey, sim, int(cfg.data.seed), field_id)
             for path in write_field(fld, args.out / f"field-{field_id:04d}"):
                 print(path)
+    return 0
+
+
+def _vet(args: argparse.Namespace) -> int:
+    """``hybrid vet``: open the session, then serve the page until interrupted."""
+    from hybrid.data.dataset import DatasetError
+
+    try:
+        from hybrid.vet import open_session
+        from hybrid.vet.app import create_app
+        from hybrid.vet.rounds import active_round
+
+        session, work = open_session(
+            args.source,
+            bundle=args.bundle,
+            queue=args.queue,
+            votes=args.votes,
+            work_dir=args.work_dir,
+            retire_after=args.retire_after,
+            threshold=args.threshold,
+        )
+    except ModuleNotFoundError as err:
+        print(f'hybrid vet: {err}; install the page with `pip install -e ".[vet]"`', file=sys.stderr)
+        return 2
+    except (DatasetError, FileNotFoundError, KeyError, ValueError) as err:
+        print(f"hybrid vet: {err}", file=sys.stderr)
+        return 2
+    cfg = load_config(args.overrides)
+    app = create_app(session, volunteer=args.volunteer, start_round=lambda s: active_round(s, cfg, work))
+    print(f"vetting {session.pool.name}: {len(session.pool)} candidates, queue {args.queue}")
+    print(f"votes go to {args.votes}")
+    print(f"open http://{args.host}:{args.port}/", flush=True)
+    app.run(host=args.host, port=args.port, threaded=True)
     return 0
 
 

@@ -9,11 +9,11 @@ import pytest
 import yaml
 from omegaconf import DictConfig
 
-from hybrid.cli import load_config
+from hybrid.config import CONF_DIR as CONF
+from hybrid.config import load_config
 from hybrid.sim.survey import SurveyProfile
 
 os.environ.setdefault("WANDB_MODE", "disabled")
-CONF = Path(__file__).resolve().parent.parent / "conf"
 
 SMALL = [
     "sim.shape=[256,256]",
@@ -60,7 +60,7 @@ TINY_RUN = [
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run directory trained for one epoch on three small simulated fields."""
-    from hybrid.training.train import train
+    from hybrid.tasks import train
 
     root = tmp_path_factory.mktemp("tiny_run")
     train(load_config([*TINY_RUN, f"paths.cache_dir={root / 'cache'}", f"run_dir={root / 'run'}"]))

@@ -25,7 +25,7 @@ from hybrid.adapters import (
     reverse_gradient,
 )
 from hybrid.adapters.learned import TEST_TIME_ADAPTERS, dann_lambda, stratified_sample
-from hybrid.cli import load_config
+from hybrid.config import load_config
 from hybrid.data.dataset import DatasetError, read_dataset, write_dataset
 from hybrid.models import HybridModel
 from hybrid.models.encoders import MLPEncoder, VGGEncoder
@@ -342,7 +342,7 @@ def test_adapter_configs_compose(name: str) -> None:
 def test_leave_one_out_dann_run_reports_every_target_variant(tmp_path: Path) -> None:
     """End to end: two source surveys merged and harmonised, DANN against a third, AdaBN and
     fine-tuning on it; the flat target metrics land in metrics.json."""
-    from hybrid.training.train import train
+    from hybrid.tasks import train
 
     mine = ("trainer.max_epochs=2", "data.n_fields=4", "logger.wandb.enabled=false")
     tiny = [o for o in TINY if not o.startswith(tuple(m.split("=")[0] + "=" for m in mine))] + list(mine)

@@ -11,7 +11,8 @@ import torch
 import yaml
 from hydra.utils import instantiate
 
-from hybrid.cli import load_config, main
+from hybrid.cli import main
+from hybrid.config import load_config
 from hybrid.curation import LABEL_SOURCES, Curation
 from hybrid.detection import Detector
 from hybrid.models import HybridModel

@@ -13,7 +13,7 @@ from astropy.cosmology import Planck18
 from astropy.table import Table
 from hydra.utils import instantiate
 
-from hybrid.cli import load_config
+from hybrid.config import load_config
 from hybrid.context import (
     ASSOCIATORS,
     CONTEXT_FEATURE_UNITS,
@@ -331,7 +331,7 @@ def test_context_configs_compose_and_instantiate(name: str, tmp_path: Path) -> N
     cfg = load_config([f"context={name}", f"paths.cache_dir={tmp_path}"])
     assoc = instantiate(cfg.context)
     assert isinstance(assoc, ContextAssociator) and assoc.mode == "probabilistic"
-    assert assoc.catalogs or assoc.survey_catalog
+    assert assoc.catalogs or assoc.survey_catalog or assoc.nearby_sources
 
 
 @pytest.mark.parametrize("name", ASSOCIATORS.names())

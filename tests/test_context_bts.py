@@ -11,8 +11,14 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from hydra.utils import instantiate
 
-from hybrid.cli import load_config
-from hybrid.context.evaluate import BTS_METHODS, bts_benchmark, host_redshift_recovery
+from hybrid.config import load_config
+from hybrid.context.evaluate import (
+    BTS_METHODS,
+    bts_benchmark,
+    calibrate_missing_scale,
+    host_redshift_recovery,
+    mean_log_likelihood,
+)
 from hybrid.context.recipes import PROST_FILES, RecipeError, fetch_prost_data, load_bts, prost_dir
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "context"
@@ -37,16 +43,36 @@ def test_bts_benchmark_on_the_excerpt(excerpt_associator) -> None:
     bts = load_bts(FIXTURES / "bts_excerpt.csv")
     result = bts_benchmark(excerpt_associator, bts)
     got = {name: (r.with_match, r.recovered, r.wrong, r.hosts_chosen) for name, r in result.recovery.items()}
-    near, dlr, prob, prob_no_z = BTS_METHODS
+    near, dlr, prob, prob_no_z, alert_time = BTS_METHODS
     # the excerpt holds every galaxy within 120" of these transients, so these equal the full-table
     # answers for them (tests/fixtures/context/make_fixtures.py prints the same table)
     assert got[near] == (16, 11, 12, 23)
     assert got[dlr] == (16, 10, 12, 22)
     assert got[prob] == (16, 16, 6, 22)
     assert got[prob_no_z] == (16, 8, 11, 19)
+    # without a redshift the configured fallback chooses the smallest-d_DLR galaxy, as the baseline
+    assert got[alert_time] == got[dlr]
+    fallback, by_dlr = result.features[alert_time], result.features[dlr]
+    assert (fallback["ctx_offset_dlr"].fillna(-1) == by_dlr["ctx_offset_dlr"].fillna(-1)).all()
+    # ... and keeps the posterior probabilities as features, for galaxies within the search radius
+    near_any = fallback["ctx_n_galaxies"] > 0
+    assert fallback.loc[near_any, "ctx_no_host_prob"].between(0, 1).all()
+    assert by_dlr["ctx_no_host_prob"].isna().all()
     assert result.has_match.sum() == 16
     matched = result.match_dlr[result.has_match]
     assert np.isfinite(matched).all() and np.isnan(result.match_dlr[~result.has_match]).all()
+
+
+def test_missing_host_calibration_recovers_a_known_factor() -> None:
+    """Outcomes drawn with P(no host) at odds s0 x base odds: the fitted factor is close to s0."""
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.05, 0.999, 20_000)  # P(no host) of the model as derived
+    s0 = 0.02
+    odds = s0 * base / (1 - base)
+    has_match = rng.random(base.size) < 1 / (1 + odds)
+    scale, ll = calibrate_missing_scale(base, has_match)
+    assert abs(np.log10(scale) - np.log10(s0)) < 0.1
+    assert ll > mean_log_likelihood(base, has_match)
 
 
 def test_recovery_definitions() -> None:
@@ -86,5 +112,7 @@ def test_bench_context_end_to_end(tmp_path: Path) -> None:
     text = md.read_text()
     assert "Associations per second" in text
     bts = (tmp_path / "context_bts.md").read_text()
-    assert "| 1761 | 1658 (94.2%) | 140 |" in bts and "| 1761 | 1658 (94.2%) | 106 |" in bts
+    assert "| 1761 | 1658 (94.2%) | 95 | 140 |" in bts and "| 1761 | 1658 (94.2%) | 98 | 106 |" in bts
+    assert "## Without a redshift (as at alert time)" in bts
+    assert "Against Fink's SIMBAD cross-match" in (tmp_path / "context_real_ztf.md").read_text()
     assert (tmp_path / "context_bts_offsets.png").stat().st_size > 10_000

@@ -16,7 +16,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from hybrid.cli import load_config
+from hybrid.config import load_config
 from hybrid.data.build import BuildPlan, build_dataset, process_field
 from hybrid.data.dataset import DatasetError, read_dataset, write_dataset
 from hybrid.data.splits import assign_splits
@@ -100,7 +100,7 @@ def test_build_makes_a_labelled_dataset_and_reuses_it(small_cfg) -> None:
 def test_goto_like_curation_mixes_label_sources(small_cfg) -> None:
     from omegaconf import OmegaConf
 
-    from hybrid.cli import load_config
+    from hybrid.config import load_config
 
     cfg = load_config([*SMALL, "curation=goto_like", "curation.vetted_fraction=0.0", "sim.shape=[512,512]"])
     cfg.paths.cache_dir = small_cfg.paths.cache_dir

@@ -63,7 +63,9 @@ def test_injected_point_source_is_detected_with_its_flux(method: str) -> None:
     x, y, sign = det["x"].to_numpy()[[i]], det["y"].to_numpy()[[i]], det["sign"].to_numpy()[[i]]
     row = frame.measure(frame.cut(x, y, 31), x, y, sign).iloc[0]
     assert row["isdiffpos"]
-    assert abs(row["flux_psf"] - flux) < 3 * row["flux_psf_err"]
+    ujy = 10 ** (0.4 * (23.9 - 26.0))  # the exposures' zero point is 26: fluxes come out in uJy
+    assert abs(row["flux_psf"] - flux * ujy) < 3 * row["flux_psf_err"]
+    assert row["mag_psf"] == pytest.approx(26.0 - 2.5 * np.log10(flux), abs=3 * row["sigma_mag_psf"])
     assert row["snr_psf"] > 10
     assert row["fwhm"] == pytest.approx(diff.psf.fwhm_at(128, 128), rel=0.35)
     assert row["elongation"] < 1.5

@@ -13,6 +13,7 @@ import yaml
 from astropy.io import fits
 from astropy.table import Table
 
+from hybrid.config import CONF_DIR as CONF
 from hybrid.data.fits import (
     FitsFormatError,
     read_catalog,
@@ -25,8 +26,6 @@ from hybrid.exposure import Exposure, InvalidExposureError, Mask
 from hybrid.psf import ImagePSF
 from hybrid.sim.field import SimConfig, SimulatedField, simulate_field
 from hybrid.sim.survey import SurveyProfile
-
-CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 @pytest.fixture(scope="module")

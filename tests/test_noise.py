@@ -14,7 +14,7 @@ import torch
 from hydra.utils import instantiate
 from torch.nn import functional as F
 
-from hybrid.cli import load_config
+from hybrid.config import load_config
 from hybrid.models import HybridModel
 from hybrid.models.encoders import MLPEncoder
 from hybrid.models.fusion import GatedFusion
@@ -386,7 +386,7 @@ def test_every_registered_plugin_has_a_config() -> None:
     ],
 )
 def test_training_with_label_noise_end_to_end(overrides: list[str], tmp_path: Path) -> None:
-    from hybrid.training.train import train
+    from hybrid.tasks import train
     from tests.test_training import TINY
 
     cfg = load_config(

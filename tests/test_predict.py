@@ -99,7 +99,7 @@ def test_missing_inputs_fail_with_the_file_named(tiny_bundle: Path, tmp_path: Pa
 @pytest.mark.slow
 def test_bench_predict_writes_its_report(tmp_path: Path) -> None:
     from hybrid.bench import run_benchmark
-    from hybrid.cli import load_config
+    from hybrid.config import load_config
 
     md = run_benchmark("predict", load_config([]), out_dir=tmp_path, fields=1)
     result = json.loads((tmp_path / "bench_predict.json").read_text())

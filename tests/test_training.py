@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hybrid.cli import load_config
+from hybrid.config import load_config
 from hybrid.data.build import build_dataset
-from hybrid.training.train import train
+from hybrid.tasks import train
 
 TINY = [
     "sim.shape=[512,512]",
@@ -78,7 +78,7 @@ def test_single_modality_models_train(cache: Path, tmp_path: Path, modality: str
 def _train_command(cache: Path, run_dir: Path) -> list[str]:
     overrides = [*TINY, "trainer.max_epochs=4", f"paths.cache_dir={cache}", f"run_dir={run_dir}"]
     code = (
-        "import sys; from hybrid.cli import load_config; from hybrid.training import train; "
+        "import sys; from hybrid.config import load_config; from hybrid.tasks import train; "
         "train(load_config(sys.argv[1:]))"
     )
     return [sys.executable, "-c", code, *overrides]

@@ -21,8 +21,6 @@ import numpy as np
 from hybrid.registry import Registry
 from hybrid.uncertainty.predictive import Predictive
 
-ACQUISITIONS: Registry[Acquisition] = Registry("acquisition function", "hybrid.active")
-
 
 class Acquisition:
     """Contract: ``score(pred, rng) -> (N,)``; ``stochastic`` says whether it needs several samples."""
@@ -34,26 +32,39 @@ class Acquisition:
         raise NotImplementedError
 
 
+ACQUISITIONS: Registry[Acquisition] = Registry("acquisition function", "hybrid.active", contract=Acquisition)
+
+
 @ACQUISITIONS.register("random")
 class RandomAcquisition(Acquisition):
+    """Uniformly random candidates: the baseline every strategy is measured against."""
+
     def score(self, pred: Predictive, rng: np.random.Generator) -> np.ndarray:
         return rng.random(pred.mean.shape[0])
 
 
 @ACQUISITIONS.register("entropy")
 class EntropyAcquisition(Acquisition):
+    """Highest predictive entropy first (uncertainty sampling; Settles 2009, Active Learning
+    Literature Survey)."""
+
     def score(self, pred: Predictive, rng: np.random.Generator) -> np.ndarray:
         return pred.entropy
 
 
 @ACQUISITIONS.register("margin")
 class MarginAcquisition(Acquisition):
+    """Smallest margin between the two most probable classes first (Scheffer et al. 2001, IDA)."""
+
     def score(self, pred: Predictive, rng: np.random.Generator) -> np.ndarray:
         return -pred.margin()
 
 
 @ACQUISITIONS.register("bald")
 class BALDAcquisition(Acquisition):
+    """Highest mutual information between prediction and weights first (BALD; Houlsby et al. 2011,
+    arXiv:1112.5745; Gal, Islam & Ghahramani 2017, ICML)."""
+
     stochastic = True
 
     def score(self, pred: Predictive, rng: np.random.Generator) -> np.ndarray:

@@ -17,8 +17,6 @@ import pandas as pd
 
 from hybrid.registry import Registry
 
-LABELLERS: Registry[Labeller] = Registry("labeller", "hybrid.active")
-
 
 class Labeller:
     """Contract: ``label(table, rng) -> (N,) float`` real-bogus labels of the candidate rows."""
@@ -27,6 +25,9 @@ class Labeller:
 
     def label(self, table: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
+
+
+LABELLERS: Registry[Labeller] = Registry("labeller", "hybrid.active", contract=Labeller)
 
 
 @LABELLERS.register("oracle")

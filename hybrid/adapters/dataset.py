@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from hybrid.adapters.harmonize import StampHarmonizer, harmonize_features
-from hybrid.cli import CONF_DIR
+from hybrid.config import CONF_DIR, group_options
 from hybrid.data.build import build_dataset
 from hybrid.data.dataset import (
     CANDIDATES,
@@ -201,7 +201,7 @@ def survey_config(cfg: DictConfig, survey: str) -> DictConfig:
     """The config with its survey profile replaced by ``conf/survey/<survey>.yaml`` (all else kept)."""
     path = CONF_DIR / "survey" / f"{survey}.yaml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in (CONF_DIR / "survey").glob("*.yaml")))
+        known = ", ".join(group_options("survey"))
         raise KeyError(f"unknown survey {survey!r} ({path} not found); known: {known}")
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     out.survey = OmegaConf.load(path)

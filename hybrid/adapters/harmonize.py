@@ -33,11 +33,9 @@ from scipy import ndimage
 from scipy.interpolate import CubicSpline
 from scipy.optimize import brentq
 
+from hybrid.detection.features import AB_ZERO_POINT_UJY
 from hybrid.models.preprocessing import StampNormalizer
 from hybrid.psf import MoffatPSF
-
-#: AB magnitude of 1 microjansky.
-AB_ZERO_POINT_UJY = 23.9
 
 #: Features counted over a box of pixels (ZTF's 5x5 nneg and nbad): name -> pixels in the box.
 PIXEL_BOX_FEATURES = {"n_neg": 25, "n_bad": 25}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -28,7 +29,16 @@ from hybrid.registry import Registry
 from hybrid.training.data import SplitTensors
 from hybrid.training.module import HybridModule
 
-TEST_TIME_ADAPTERS: Registry = Registry("test-time adapter", "hybrid.adapters")
+
+@runtime_checkable
+class TestTimeAdapter(Protocol):
+    """Contract: the source model adapted to a target's unlabelled training split (a copy, or the
+    model itself when nothing changes)."""
+
+    def __call__(self, model: HybridModel, target: SplitTensors) -> HybridModel: ...
+
+
+TEST_TIME_ADAPTERS: Registry = Registry("test-time adapter", "hybrid.adapters", contract=TestTimeAdapter)
 
 
 class _ReverseGradient(torch.autograd.Function):

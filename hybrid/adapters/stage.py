@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from functools import cached_property
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 
 from hybrid.adapters.dataset import harmonize_dataset, merge_datasets, survey_dataset
 from hybrid.adapters.learned import TEST_TIME_ADAPTERS, DomainAdversarialModule, finetune
-from hybrid.cli import CONF_DIR
+from hybrid.config import group_options
 from hybrid.evaluation.metrics import real_bogus_metrics
 from hybrid.models import HybridModel
 from hybrid.training.data import CandidateDataModule, SplitTensors
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: Metrics reported per target and variant.
 TARGET_METRICS = ("auc", "fnr_at_1pct_fpr", "fpr_at_1pct_fnr", "ece")
+#: The flat metrics.json key of a target metric (see the module docstring).
+TARGET_KEY = re.compile(r"^target_(?P<target>[a-z0-9]+)_(?P<tta>[a-z0-9]+)_n(?P<n>\d+)_(?P<metric>.+)$")
 
 
 def _adapter(cfg: DictConfig) -> DictConfig | None:
@@ -58,7 +61,7 @@ def target_surveys(cfg: DictConfig) -> list[str]:
         return []
     sources = source_surveys(cfg)
     if a.targets == "others":
-        return [p.stem for p in sorted((CONF_DIR / "survey").glob("*.yaml")) if p.stem not in sources]
+        return [s for s in group_options("survey") if s not in sources]
     targets = [str(t) for t in a.targets]
     clash = [t for t in targets if t in sources]
     if clash:
@@ -180,6 +183,18 @@ class CrossSurvey:
             out[f"target_{t}_n_test_real"] = int(test.table["truth_real"].sum())
         model.eval()
         return out
+
+
+def target_metrics(metrics: dict) -> dict[tuple[str, str, int], dict[str, float]]:
+    """The cross-survey metrics of a run's ``metrics.json``, keyed by (target survey, test-time
+    adapter, N labelled): the inverse of the flat keys :meth:`CrossSurvey.evaluate` writes."""
+    found: dict[tuple[str, str, int], dict[str, float]] = {}
+    for key, value in metrics.items():
+        hit = TARGET_KEY.match(key)
+        if hit:
+            g = hit.groupdict()
+            found.setdefault((g["target"], g["tta"], int(g["n"])), {})[g["metric"]] = value
+    return found
 
 
 def adapter_module(

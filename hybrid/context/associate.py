@@ -12,7 +12,20 @@ returns the features of :data:`CONTEXT_FEATURE_UNITS` plus a context class and a
 ``probabilistic``
     posterior probabilities of every galaxy within ``search_radius`` and of "the host is not in the
     catalogue", from priors on offset, host luminosity and redshift (Prost; see
-    :mod:`hybrid.context.priors`). The transient's redshift is used when known.
+    :mod:`hybrid.context.priors`). The transient's redshift is used when known. Without it (as at
+    alert time), ``without_redshift: dlr`` ranks the galaxies by d_DLR instead: the magnitude of an
+    alert is not the peak magnitude the redshift prior assumes (a detection 2 mag below peak doubles
+    the "no host" answers on the ZTF BTS), and DLR ranking needs no redshift (GHOST); the
+    probabilities stay as features, with a missing-host term calibrated on redshift-less transients
+    (``reports/context_bts.md``).
+
+Stars may also come from the candidate itself: alerts carry their nearest sources in the survey's
+reference catalogue (ZTF: the three nearest Pan-STARRS1 sources within 30", with distances and the
+star-galaxy score of Tachibana & Miller 2018), named by ``nearby_sources``. A source with sgscore >=
+``star_sgscore`` is a star; the nearest star is the nearer of those and the knowledge base's, and a
+knowledge-base star wins when the two lie within ``dedup_radius`` of each other (the same star, and
+the catalogue says what kind of star). The simulated build computes the same features from the
+survey's own catalogue split at the same score (``conf/context/default.yaml``).
 
 Galaxies without a catalogued size are treated as compact ones of semi-major axis ``size_floor``
 (which also floors all sizes, since offsets below the seeing say nothing); without an axis ratio as
@@ -26,7 +39,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -75,11 +88,24 @@ CONTEXT_TEXT_COLUMNS: tuple[str, ...] = (
     "ctx_host_name",
     "ctx_host_band",
     "ctx_nearest_star_class",
+    "ctx_nearest_star_catalog",  # catalogue of the nearest star ("VSX", "PS1", ...)
+    "ctx_nearest_agn_name",
     "ctx_sentence",
 )
 MODES: tuple[str, ...] = ("nearest", "dlr", "probabilistic")
 
-ASSOCIATORS: Registry[Any] = Registry("associator", "hybrid.context")
+
+@runtime_checkable
+class Associator(Protocol):
+    """Contract: per-candidate context features (with the units of :meth:`feature_units`) of a
+    candidate table with ``ra``/``dec`` in degrees."""
+
+    def feature_units(self) -> dict[str, str]: ...
+
+    def features(self, candidates: pd.DataFrame, kb: KnowledgeBase | None = None) -> pd.DataFrame: ...
+
+
+ASSOCIATORS: Registry[Any] = Registry("associator", "hybrid.context", contract=Associator)
 
 
 @dataclass
@@ -145,6 +171,60 @@ def _take(values: np.ndarray, rows: np.ndarray, fill: Any) -> np.ndarray:
     return np.where(rows >= 0, values[np.maximum(rows, 0)], fill)
 
 
+def _from_options(cls: type, options: dict[str, Any]) -> Any:
+    return cls(**options)
+
+
+@dataclass(frozen=True)
+class NearbyStars:
+    """The nearest star of each transient: distance (arcsec, NaN: none), sgscore, magnitude, class and
+    catalogue name ("" when unknown)."""
+
+    dist: np.ndarray
+    sgscore: np.ndarray
+    mag: np.ndarray
+    cls: np.ndarray
+    catalog: np.ndarray
+
+    def merge(self, other: NearbyStars, dedup_radius: float) -> NearbyStars:
+        """Per transient, the nearer star of the two; this one (the higher priority) when both lie
+        within ``dedup_radius`` of each other, as in the knowledge base's de-duplication."""
+        mine = np.isfinite(self.dist)
+        with np.errstate(invalid="ignore"):
+            keep = mine & ~(other.dist < self.dist - dedup_radius)
+        take = ~keep & np.isfinite(other.dist)
+        return NearbyStars(
+            *(
+                np.where(take, b, np.where(keep, a, fill))
+                for a, b, fill in (
+                    (self.dist, other.dist, np.nan),
+                    (self.sgscore, other.sgscore, np.nan),
+                    (self.mag, other.mag, np.nan),
+                    (self.cls, other.cls, ""),
+                    (self.catalog, other.catalog, ""),
+                )
+            )
+        )
+
+
+def _nearby_spec(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Checked ``nearby_sources`` option: lists of columns per quantity and a catalogue name."""
+    if not cfg:
+        return {}
+    cfg = dict(cfg)
+    unknown = sorted(set(cfg) - {"dist", "sgscore", "mag", "catalog"})
+    if unknown or "dist" not in cfg or "sgscore" not in cfg:
+        raise ValueError(
+            f"context nearby_sources {cfg!r}: needs 'dist' and 'sgscore' (lists of candidate columns), "
+            "optional 'mag' and 'catalog'"
+        )
+    out: dict[str, Any] = {k: [str(c) for c in cfg.get(k) or []] for k in ("dist", "sgscore", "mag")}
+    if len(out["sgscore"]) != len(out["dist"]) or (out["mag"] and len(out["mag"]) != len(out["dist"])):
+        raise ValueError(f"context nearby_sources {cfg!r}: dist, sgscore and mag must list as many columns")
+    out["catalog"] = str(cfg.get("catalog") or "survey")
+    return out
+
+
 @ASSOCIATORS.register("catalog")
 class ContextAssociator:
     """Associates candidates with catalogued hosts and returns their context features.
@@ -166,6 +246,15 @@ class ContextAssociator:
         priors: :class:`~hybrid.context.priors.HostPriors` options.
         rules: context-class rules (:mod:`hybrid.context.rules`), first match wins.
         mag_column, z_column, z_err_column: candidate-table columns read by :meth:`features`.
+        nearby_sources: candidate-table columns of the candidate's own nearest catalogue sources,
+            ``{dist: [...], sgscore: [...], mag: [...], catalog: "PS1"}`` (arcsec, score, mag; one
+            column per source), used by :meth:`features` when present (see the module docstring).
+        star_sgscore: sources of ``nearby_sources`` with sgscore >= this are stars.
+        without_redshift: ``probabilistic`` mode, transients without a redshift: ``probabilistic``
+            (the posterior chooses, with the magnitude in the redshift prior) or ``dlr`` (the galaxy of
+            smallest d_DLR below ``max_dlr`` is the host, as GHOST does without redshifts; the
+            probabilities are still computed, without the magnitude, with the missing-host term
+            scaled by ``priors.missing_scale_without_redshift``). See the module docstring.
         text: also write the class, host name and sentence columns.
     """
 
@@ -188,11 +277,18 @@ class ContextAssociator:
         mag_column: str | None = "mag_psf",
         z_column: str | None = None,
         z_err_column: str | None = None,
+        nearby_sources: Mapping[str, Any] | None = None,
+        star_sgscore: float = 0.5,
+        without_redshift: str = "probabilistic",
         text: bool = True,
     ) -> None:
         self._options = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if mode not in MODES:
             raise ValueError(f"context mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if without_redshift not in ("probabilistic", "dlr"):
+            raise ValueError(
+                f"context without_redshift must be probabilistic or dlr, got {without_redshift!r}"
+            )
         if search_radius <= 0 or max_candidates < 1:
             raise ValueError("context search_radius must be > 0 and max_candidates >= 1")
         self.mode = mode
@@ -211,9 +307,16 @@ class ContextAssociator:
         self.mag_column = mag_column
         self.z_column = z_column
         self.z_err_column = z_err_column
+        self.nearby_sources = _nearby_spec(nearby_sources)
+        self.star_sgscore = float(star_sgscore)
+        self.without_redshift = without_redshift
         self.text = bool(text)
         self._kb: KnowledgeBase | None = None
         self._prepared: weakref.WeakKeyDictionary[KnowledgeBase, _Prepared] = weakref.WeakKeyDictionary()
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as its options (for worker processes), without the loaded catalogues."""
+        return (_from_options, (type(self), self._options))
 
     def replace(self, **changes: Any) -> ContextAssociator:
         """A copy with some options changed, sharing the loaded catalogue files (e.g. another mode)."""
@@ -229,7 +332,7 @@ class ContextAssociator:
         still written; this is the list a dataset's ``meta.json`` gives the model."""
         kinds = {s.kind for s in (*self.catalogs, *self.survey_catalog)}
         drop = set()
-        if "star" not in kinds:
+        if "star" not in kinds and not self.nearby_sources:
             drop |= {c for c in CONTEXT_FEATURE_UNITS if c.startswith("ctx_nearest_star_")}
         if "agn" not in kinds:
             drop.add("ctx_nearest_agn_dist")
@@ -253,7 +356,7 @@ class ContextAssociator:
                 self.survey_catalog, frames=frames, dedup_radius=self.dedup_radius
             )
         if self._kb is None:
-            if not self.catalogs:
+            if not self.catalogs and not self.nearby_sources:
                 raise ValueError("context: no catalogs configured (and no survey catalogue given)")
             self._kb = KnowledgeBase.from_catalogs(self.catalogs, dedup_radius=self.dedup_radius)
         return self._kb
@@ -331,6 +434,7 @@ class ContextAssociator:
         z_err: np.ndarray | None = None,
         kb: KnowledgeBase | None = None,
         text: bool | None = None,
+        nearby_stars: NearbyStars | None = None,
     ) -> pd.DataFrame:
         """Context features of transients at ``coords``.
 
@@ -347,6 +451,8 @@ class ContextAssociator:
             Defaults to the configured catalogue files.
         text : bool, optional
             Also return the class, host name and sentence (default: the associator's ``text``).
+        nearby_stars : NearbyStars, optional
+            The nearest star of each transient in its own survey catalogue (see the module docstring).
 
         Returns
         -------
@@ -377,22 +483,35 @@ class ContextAssociator:
 
         host_prob = np.full(n, np.nan)
         no_host_prob = np.full(n, np.nan)
+        by_dlr = grid(np.where(d_dlr < self.max_dlr, -d_dlr, -np.inf), -np.inf)
+        # probabilistic mode, transients without a redshift and without_redshift = dlr: DLR ranking
+        fallback = np.zeros(n, bool)
         if self.mode == "nearest":
             score = grid(np.where(sep < self.nearest_radius, -sep, -np.inf), -np.inf)
         elif self.mode == "dlr":
-            score = grid(np.where(d_dlr < self.max_dlr, -d_dlr, -np.inf), -np.inf)
+            score = by_dlr
         else:
-            log_h, log_miss = self._log_terms(prep, gi, ti, sep, d_dlr, mag, z_t, z_t_err)
+            if self.without_redshift == "dlr":
+                fallback = ~np.isfinite(z_t)
+            # the fallback's probabilities ignore the magnitude: at alert time it is not the peak
+            # magnitude the transient luminosity prior describes
+            prior_mag = np.where(fallback, np.nan, mag)
+            log_h, log_miss = self._log_terms(prep, gi, ti, sep, d_dlr, prior_mag, z_t, z_t_err)
+            log_miss = log_miss + np.where(fallback, np.log(self.priors.missing_scale_without_redshift), 0.0)
             score = grid(log_h, -np.inf)
             norm = logsumexp(np.column_stack([log_miss, score]), axis=1)
             no_host_prob = np.exp(log_miss - norm)
-        best = np.argmax(score, axis=1)
         rows = np.arange(n)
+        best = np.where(fallback, np.argmax(by_dlr, axis=1), np.argmax(score, axis=1))
         best_score = score[rows, best]
         if self.mode == "probabilistic":
             with np.errstate(invalid="ignore"):
                 host_prob = np.where(np.isfinite(best_score), np.exp(best_score - norm), np.nan)
-            has = np.isfinite(best_score) & (host_prob > no_host_prob)
+            has = np.where(
+                fallback,
+                np.isfinite(by_dlr[rows, best]),
+                np.isfinite(best_score) & (host_prob > no_host_prob),
+            )
         else:
             has = np.isfinite(best_score)
         host = np.where(has, idx[rows, best], -1)
@@ -426,15 +545,27 @@ class ContextAssociator:
             }
         )
         star_dist, star = _nearest(kb.star_index, ra, dec, self.star_radius)
-        out["ctx_nearest_star_dist"] = star_dist
-        out["ctx_nearest_star_sgscore"] = _take(kb.stars["sgscore"].to_numpy(float), star, np.nan)
-        out["ctx_nearest_star_mag"] = _take(kb.stars["mag"].to_numpy(float), star, np.nan)
-        out["ctx_nearest_agn_dist"] = _nearest(kb.agn_index, ra, dec, self.agn_radius)[0]
+        stars = NearbyStars(
+            star_dist,
+            _take(kb.stars["sgscore"].to_numpy(float), star, np.nan),
+            _take(kb.stars["mag"].to_numpy(float), star, np.nan),
+            _take(kb.stars["cls"].to_numpy(object), star, ""),
+            _take(kb.stars["catalog"].to_numpy(object), star, ""),
+        )
+        if nearby_stars is not None:
+            stars = stars.merge(nearby_stars, self.dedup_radius)
+        out["ctx_nearest_star_dist"] = stars.dist
+        out["ctx_nearest_star_sgscore"] = stars.sgscore
+        out["ctx_nearest_star_mag"] = stars.mag
+        agn_dist, agn = _nearest(kb.agn_index, ra, dec, self.agn_radius)
+        out["ctx_nearest_agn_dist"] = agn_dist
         out = out[list(CONTEXT_FEATURE_UNITS)]
         if text if text is not None else self.text:
             out["ctx_host_name"] = np.where(has, prep.name[h] if len(prep.name) else "", "")
             out["ctx_host_band"] = np.where(has, prep.band[h] if len(prep.band) else "", "")
-            out["ctx_nearest_star_class"] = _take(kb.stars["cls"].to_numpy(object), star, "")
+            out["ctx_nearest_star_class"] = stars.cls
+            out["ctx_nearest_star_catalog"] = stars.catalog
+            out["ctx_nearest_agn_name"] = _take(kb.agn["name"].to_numpy(object), agn, "")
             out["ctx_class"] = classify(out, self.rules) if self.rules else ""
             out["ctx_sentence"] = context_sentences(out.assign(ctx_search_radius=self.search_radius))
             out = out[[*CONTEXT_FEATURE_UNITS, *CONTEXT_TEXT_COLUMNS]]
@@ -476,6 +607,36 @@ class ContextAssociator:
         )
         return log_h, log_miss
 
+    def nearby_stars(self, candidates: pd.DataFrame) -> NearbyStars | None:
+        """The nearest star among the candidates' own ``nearby_sources`` columns (None when the table
+        has none of them): the nearest source with sgscore >= ``star_sgscore`` within ``star_radius``."""
+        spec = self.nearby_sources
+        if not spec or not any(c in candidates.columns for c in spec["dist"]):
+            return None
+        n = len(candidates)
+
+        def block(key: str) -> np.ndarray:
+            cols = [
+                candidates[c].to_numpy(float) if c in candidates.columns else np.full(n, np.nan)
+                for c in spec.get(key, [])
+            ]
+            return np.column_stack(cols) if cols else np.full((n, len(spec["dist"])), np.nan)
+
+        dist, score, mag = block("dist"), block("sgscore"), block("mag")
+        with np.errstate(invalid="ignore"):
+            star = (dist >= 0) & (dist <= self.star_radius) & (score >= self.star_sgscore)
+        d = np.where(star, dist, np.inf)
+        j = np.argmin(d, axis=1)
+        rows = np.arange(n)
+        found = np.isfinite(d[rows, j])
+        return NearbyStars(
+            np.where(found, dist[rows, j], np.nan),
+            np.where(found, score[rows, j], np.nan),
+            np.where(found, mag[rows, j], np.nan),
+            np.full(n, "", dtype=object),
+            np.where(found, spec["catalog"], "").astype(object),
+        )
+
     def features(self, candidates: pd.DataFrame, kb: KnowledgeBase | None = None) -> pd.DataFrame:
         """Context features of a candidate table (columns ra, dec in degrees; ``mag_column`` when
         present; ``z_column``/``z_err_column`` when configured and present), indexed like it."""
@@ -492,6 +653,7 @@ class ContextAssociator:
             z=column(self.z_column),
             z_err=column(self.z_err_column),
             kb=kb,
+            nearby_stars=self.nearby_stars(candidates),
         )
         out.index = candidates.index
         return out

@@ -53,6 +53,7 @@ NUMERIC_FIELDS: tuple[str, ...] = (
     "z",
     "z_err",
     "sgscore",
+    "lum_dist",
 )
 #: Every field a column map may name.
 FIELDS: tuple[str, ...] = (*NUMERIC_FIELDS, "z_spec", "name", "cls", "id")
@@ -90,7 +91,9 @@ class CatalogSpec:
         path: file (.csv, .csv.gz, .tsv, .parquet, .fits, .fit, .fits.gz); None for in-memory tables.
         columns: field -> source column; ``name`` may list several columns, the first non-empty wins.
             Fields: ra, dec (deg, required), mag, mag_err, size, axis_ratio, pa (deg, east of north),
-            z, z_err, z_spec, sgscore, name, cls, id.
+            z, z_err, z_spec, sgscore, name, cls, id, and lum_dist (Mpc, Planck 2018), converted to
+            z where the catalogue gives a distance instead of a redshift (Mangrove).
+        sexagesimal: ra and dec are text, "hh mm ss.s" and "+dd mm ss" (3HSP), not degrees.
         query: pandas ``DataFrame.query`` on the source columns selecting the rows of this kind
             (e.g. "sgscore < 0.5" for the galaxies of a mixed catalogue).
         band: band of ``mag`` (its luminosity function is looked up by this name).
@@ -112,6 +115,7 @@ class CatalogSpec:
     path: str | None = None
     columns: Mapping[str, Any] = field(default_factory=dict)
     query: str | None = None
+    sexagesimal: bool = False
     band: str = "r"
     size_log10: bool = False
     size_scale: float = 1.0
@@ -174,8 +178,7 @@ def _read_columns(path: Path) -> list[str]:
                 if hasattr(hdu, "columns"):
                     return list(hdu.columns.names)
         raise CatalogError(f"{path}: no table HDU in this FITS file")
-    sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
-    return list(pd.read_csv(path, sep=sep, nrows=0).columns)
+    return list(_read_csv(path, nrows=0).columns)
 
 
 def _read_table(path: Path, columns: list[str]) -> pd.DataFrame:
@@ -190,8 +193,14 @@ def _read_table(path: Path, columns: list[str]) -> pd.DataFrame:
             if t[c].dtype.kind == "S":  # FITS strings are bytes
                 t[c] = t[c].astype(str)
         return t.to_pandas()
-    sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
-    return pd.read_csv(path, sep=sep, usecols=columns, low_memory=False)
+    return _read_csv(path, usecols=lambda c: c.strip() in columns, low_memory=False)
+
+
+def _read_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
+    """A CSV or TSV file; blanks around header names and quoted values are dropped (3HSP pads both)."""
+    sep = "\t" if path.name.lower().endswith((".tsv", ".tsv.gz")) else ","
+    frame = pd.read_csv(path, sep=sep, skipinitialspace=True, **kwargs)
+    return frame.rename(columns=lambda c: str(c).strip())
 
 
 def read_source(spec: CatalogSpec, frame: pd.DataFrame | None = None) -> tuple[pd.DataFrame, str]:
@@ -237,7 +246,7 @@ def read_source(spec: CatalogSpec, frame: pd.DataFrame | None = None) -> tuple[p
         frame = frame[[c for c in wanted if c in present]]
     if spec.query:
         try:
-            frame = frame.query(spec.query)
+            frame = frame.query(spec.query, engine="python")  # allows .str methods
         except Exception as err:
             raise CatalogError(f"{where}: query {spec.query!r} failed ({err})") from err
     return frame, where
@@ -265,7 +274,8 @@ def _strings(frame: pd.DataFrame, columns: str | Sequence[str], n: int) -> np.nd
     for c in [columns] if isinstance(columns, str) else list(columns):
         if c not in frame.columns:
             continue
-        v = frame[c].astype("string").str.strip().fillna("").to_numpy(dtype=object)
+        v = frame[c].astype("string").str.strip().str.strip('"').fillna("")
+        v = v.mask(v == "None", "").to_numpy(dtype=object)  # Mangrove writes missing names as "None"
         fill = (out == "") & (v != "")
         out[fill] = v[fill]
     return out
@@ -289,8 +299,15 @@ def load_catalog(spec: CatalogSpec | Mapping[str, Any], frame: pd.DataFrame | No
     if n == 0 and frame is None:
         raise CatalogError(f"{where}: catalogue {spec.name!r} has no rows")
     cols = spec.columns
-    values = {f: _numeric(raw, c, f, where) for f, c in cols.items() if f in NUMERIC_FIELDS}
+    angles = ("ra", "dec") if spec.sexagesimal else ()
+    values = {
+        f: _numeric(raw, c, f, where) for f, c in cols.items() if f in NUMERIC_FIELDS and f not in angles
+    }
+    if spec.sexagesimal:
+        values["ra"], values["dec"] = _sexagesimal(raw[cols["ra"]], raw[cols["dec"]], where)
     nan = np.full(n, np.nan)
+    if "lum_dist" in values and "z" not in values:
+        values["z"] = redshift_at_distance(values["lum_dist"])
     ra, dec = values["ra"], values["dec"]
     bad = ~np.isfinite(ra) | ~np.isfinite(dec) | (dec < -90) | (dec > 90)
     if bad.any():
@@ -337,6 +354,41 @@ def load_catalog(spec: CatalogSpec | Mapping[str, Any], frame: pd.DataFrame | No
     out.loc[out["z"].isna(), "z_spec"] = False
     out.attrs["source"] = where
     out.attrs["band"] = spec.band
+    return out
+
+
+def _sexagesimal(ra: pd.Series, dec: pd.Series, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Degrees from "hh mm ss.s" / "+dd mm ss" text (blank or quoted values are NaN, caught later)."""
+    from astropy import units as u
+    from astropy.coordinates import Angle
+
+    def clean(s: pd.Series) -> np.ndarray:
+        return s.astype("string").str.strip().str.strip('"').fillna("").to_numpy(str)
+
+    out = []
+    for text, unit, fld in ((clean(ra), u.hourangle, "ra"), (clean(dec), u.deg, "dec")):
+        values = np.full(text.size, np.nan)
+        ok = text != ""
+        try:
+            values[ok] = Angle(text[ok], unit=unit).deg
+        except ValueError as err:
+            raise CatalogError(f"{where}: field {fld!r} is not sexagesimal text ({err})") from err
+        out.append(values)
+    return out[0], out[1]
+
+
+def redshift_at_distance(lum_dist_mpc: np.ndarray) -> np.ndarray:
+    """Redshift at a luminosity distance (Mpc, Planck 2018); NaN outside 1e-5 < z < 10 (e.g. the few
+    kpc of Galactic objects in Mangrove, where a redshift means nothing) or for NaN distances."""
+    from hybrid.context.cosmology import luminosity_distance
+
+    z_grid = np.geomspace(1e-5, 10.0, 3000)
+    d_grid = luminosity_distance(z_grid)
+    d = np.asarray(lum_dist_mpc, float)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(d) & (d >= d_grid[0]) & (d <= d_grid[-1])
+    out = np.full(d.shape, np.nan)
+    out[ok] = np.exp(np.interp(np.log(d[ok]), np.log(d_grid), np.log(z_grid)))
     return out
 
 

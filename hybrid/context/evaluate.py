@@ -7,7 +7,8 @@ Definitions (used by ``hybrid bench context`` and its tests):
 * a host choice is *correct* when the chosen galaxy's redshift is within that tolerance, and
   *wrong* when a host is chosen, the transient has a redshift, and the host's redshift is not
   within it (including hosts without a redshift);
-* *recovered* counts the transients with a match whose chosen host is correct.
+* *recovered* counts the transients with a match whose chosen host is correct;
+* *no host, with a match* counts the transients with a match for which no host is chosen.
 
 Transients without a redshift count towards neither; a transient for which no host is chosen is
 neither recovered nor wrong.
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from hybrid.context.knowledge import KnowledgeBase
+from hybrid.stats import mad_sigma
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Recovery:
     hosts_chosen: int  # among transients with a redshift
     recovered: int
     wrong: int
+    no_host_with_match: int
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -70,6 +73,7 @@ def host_redshift_recovery(
         hosts_chosen=int(chosen.sum()),
         recovered=int((correct & has_match).sum()),
         wrong=int((chosen & ~correct).sum()),
+        no_host_with_match=int((has_match & known & np.asarray(no_host, bool)).sum()),
     )
 
 
@@ -83,8 +87,49 @@ BTS_METHODS: dict[str, tuple[dict, bool]] = {
     'nearest galaxy within 60" (baseline)': ({"mode": "nearest", "nearest_radius": 60.0}, False),
     'smallest d_DLR < 5 within 120" (baseline)': ({"mode": "dlr", "max_dlr": 5.0}, False),
     "probabilistic with the transient redshift": ({"mode": "probabilistic"}, True),
-    "probabilistic without it (magnitude only)": ({"mode": "probabilistic"}, False),
+    "probabilistic without it (peak magnitude only)": (
+        {"mode": "probabilistic", "without_redshift": "probabilistic"},
+        False,
+    ),
+    "probabilistic without it, DLR ranking (alert time)": (
+        {"mode": "probabilistic", "without_redshift": "dlr"},
+        False,
+    ),
 }
+
+
+def calibrate_missing_scale(
+    no_host_prob: np.ndarray, has_match: np.ndarray, *, grid: np.ndarray | None = None
+) -> tuple[float, float]:
+    """The factor on the missing-host density that maximises the likelihood of the outcomes.
+
+    Multiplying the missing-host density by s multiplies the odds P(no host) / P(host catalogued)
+    by s, so one association run (at s = 1) gives the Bernoulli log-likelihood of "a catalogued
+    galaxy at the transient's redshift" (``has_match``) for every s of ``grid`` (default 1e-4 .. 1e2,
+    121 steps); a one-parameter recalibration, as Platt scaling's intercept.
+
+    Returns:
+        (best s, its mean log-likelihood per transient).
+    """
+    grid = np.geomspace(1e-4, 1e2, 121) if grid is None else np.asarray(grid, float)
+    p = np.clip(np.asarray(no_host_prob, float), 1e-300, 1.0)
+    y = np.asarray(has_match, bool)
+    with np.errstate(divide="ignore"):
+        log_odds = np.log(p) - np.log1p(-np.minimum(p, 1 - 1e-16))
+    best = (float("nan"), -np.inf)
+    for s in grid:
+        lo = log_odds + np.log(s)
+        # log P(no host) = -log(1 + e^-lo), log P(host) = -log(1 + e^lo)
+        ll = np.where(y, -np.logaddexp(0.0, lo), -np.logaddexp(0.0, -lo)).mean()
+        if ll > best[1]:
+            best = (float(s), float(ll))
+    return best
+
+
+def mean_log_likelihood(no_host_prob: np.ndarray, has_match: np.ndarray) -> float:
+    """Mean Bernoulli log-likelihood of ``has_match`` under P(host catalogued) = 1 - no_host_prob."""
+    p = np.clip(np.asarray(no_host_prob, float), 1e-12, 1 - 1e-12)
+    return float(np.where(np.asarray(has_match, bool), np.log1p(-p), np.log(p)).mean())
 
 
 @dataclass
@@ -168,4 +213,4 @@ def redshift_scatter(host_z: np.ndarray, z: np.ndarray, keep: np.ndarray) -> flo
     r = ((host_z - z) / (1 + z))[keep & np.isfinite(host_z) & np.isfinite(z)]
     if r.size == 0:
         return float("nan")
-    return float(1.4826 * np.median(np.abs(r - np.median(r))))
+    return mad_sigma(r)

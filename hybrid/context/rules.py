@@ -6,7 +6,9 @@ galaxy (SN), an orphan with nothing catalogued nearby (ORPHAN), or a detection c
 (BS). Here the rules are data (``conf/context/*.yaml``): the first rule whose conditions all hold
 names the class; a rule with no conditions is the default. A condition is ``"<column> <op> <value>"``
 on the context features, with op one of ``< <= > >= == !=`` and value a number, true/false or a
-word; comparisons with NaN are false, so "ctx_nearest_star_dist < 1.5" fails without a star.
+word, or op ``~`` and a regular expression matched at the start of a text column (e.g. the VSX types
+of cataclysmic variables: ``"ctx_nearest_star_class ~ (UG|NL|CV|AM|N)"``); comparisons with NaN are
+false, so "ctx_nearest_star_dist < 1.5" fails without a star.
 
 Example::
 
@@ -18,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +35,7 @@ _OPS = {
     "!=": operator.ne,
     "<": operator.lt,
     ">": operator.gt,
+    "~": None,  # regular expression, matched at the start of the text
 }
 
 
@@ -50,6 +54,12 @@ class Condition:
             )
         column, op, raw = parts
         value: Any
+        if op == "~":
+            try:
+                re.compile(raw)
+            except re.error as err:
+                raise ValueError(f"context rule condition {text!r}: bad regular expression ({err})") from err
+            return cls(column, op, raw)
         if raw.lower() in ("true", "false"):
             value = raw.lower() == "true"
         else:
@@ -63,6 +73,8 @@ class Condition:
         if self.column not in table.columns:
             raise KeyError(f"context rule condition on unknown column {self.column!r}")
         col = table[self.column]
+        if self.op == "~":
+            return col.astype("string").str.match(self.value).fillna(False).to_numpy(bool)
         if isinstance(self.value, str):
             values = col.astype(str).to_numpy()
         else:

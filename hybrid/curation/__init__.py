@@ -6,6 +6,8 @@ Surveys build real-bogus sets in three ways, and each row records its ``label_so
   the simulator's truth (here, what a careful human scanner would conclude);
 * ``algorithmic`` -- as surveys do at scale: detections of known asteroids are real, randomly drawn
   detections are bogus, with the contamination that brings (some random draws are real transients);
+* ``human`` -- votes cast on the vetting page (``hybrid vet``; :mod:`hybrid.curation.human`), applied when
+  training loads the dataset;
 * ``injected`` -- synthetic transients made by adding a detected asteroid's difference stamp onto the
   stamps of a catalogued galaxy at an offset (Killestein et al. 2021, MNRAS 503, 4838, gotorb).
 
@@ -17,47 +19,15 @@ row, so label noise can always be measured.
 from __future__ import annotations
 
 import zlib
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from hybrid.detection.candidates import Frame, StampSet
-from hybrid.registry import Registry
-from hybrid.sim.field import SimulatedEpoch, SimulatedField
-
-LABEL_SOURCES: Registry[LabelSource] = Registry("label source", __name__)
-
-
-@dataclass
-class EpochContext:
-    """Everything a label source may use for one science epoch."""
-
-    field: SimulatedField
-    epoch_index: int
-    epoch: SimulatedEpoch
-    frame: Frame
-    candidates: pd.DataFrame  # features + truth columns, one row per detection
-    stamps: StampSet
-    rng: np.random.Generator
-    stamp_size: int
-
-
-class LabelSource(ABC):
-    """Contract: return labelled rows (with label_real, label_type, label_source) and their stamps."""
-
-    name: str
-
-    @abstractmethod
-    def label(self, ctx: EpochContext) -> tuple[pd.DataFrame, StampSet]: ...
-
-
-def labelled(rows: pd.DataFrame, real: np.ndarray, types: np.ndarray, source: str) -> pd.DataFrame:
-    return rows.assign(
-        label_real=np.asarray(real, bool), label_type=np.asarray(types, object), label_source=source
-    )
+from hybrid.curation.algorithmic import AlgorithmicLabels, InjectedLabels
+from hybrid.curation.base import LABEL_SOURCES, EpochContext, LabelSource, labelled
+from hybrid.curation.human import HumanLabels, VoteStore
+from hybrid.detection.candidates import StampSet
 
 
 @LABEL_SOURCES.register("truth")
@@ -76,16 +46,23 @@ class Curation:
         vetted_fraction: fraction of fields labelled entirely by truth (decided per field id).
         sources: label sources for the fields that are not vetted.
         seed: salt of the per-field vetting draw.
+        human: the ``human`` label source (:class:`hybrid.curation.human.HumanLabels`, ``curation=human``):
+            the vetting page's votes, applied when training loads the dataset, not while building it.
     """
 
     def __init__(
-        self, vetted_fraction: float = 1.0, sources: Sequence[LabelSource] = (), seed: int = 0
+        self,
+        vetted_fraction: float = 1.0,
+        sources: Sequence[LabelSource] = (),
+        seed: int = 0,
+        human: object | None = None,
     ) -> None:
         if not 0.0 <= vetted_fraction <= 1.0:
             raise ValueError(f"curation.vetted_fraction must be in [0, 1], got {vetted_fraction}")
         self.vetted_fraction = vetted_fraction
         self.sources = list(sources)
         self.seed = seed
+        self.human = human
 
     def is_vetted(self, field_id: int) -> bool:
         u = zlib.crc32(f"{self.seed}:{field_id}".encode()) / 2**32
@@ -110,15 +87,15 @@ def concat_stamps(parts: Sequence[StampSet]) -> StampSet:
     )
 
 
-from hybrid.curation.algorithmic import AlgorithmicLabels, InjectedLabels  # noqa: E402
-
 __all__ = [
     "LABEL_SOURCES",
     "AlgorithmicLabels",
     "Curation",
     "EpochContext",
+    "HumanLabels",
     "InjectedLabels",
     "LabelSource",
     "TruthLabels",
+    "VoteStore",
     "concat_stamps",
 ]

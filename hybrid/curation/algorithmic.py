@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hybrid.curation import LABEL_SOURCES, EpochContext, LabelSource, labelled
+from hybrid.curation.base import LABEL_SOURCES, EpochContext, LabelSource, labelled
 from hybrid.detection.candidates import StampSet
 
 

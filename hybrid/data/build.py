@@ -25,12 +25,9 @@ import json
 import logging
 import shutil
 import subprocess
-import time
 from collections import defaultdict
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -55,10 +52,13 @@ from hybrid.data.dataset import (
     write_dataset,
     write_dataset_streaming,
 )
+from hybrid.data.frames import StageTimer, pair_candidates, with_context
 from hybrid.data.splits import assign_splits
-from hybrid.detection import FEATURE_UNITS, subtract_background
-from hybrid.detection.candidates import CHANNELS, Frame
+from hybrid.detection import FEATURE_UNITS
+from hybrid.detection.candidates import CHANNELS
+from hybrid.detection.stamps import cut_stamps
 from hybrid.sim.field import simulate_field
+from hybrid.sim.survey import CutoutConvention
 from hybrid.taxonomy import BOGUS_KINDS, LABEL_SOURCES, TRANSIENT_TYPES
 
 log = logging.getLogger(__name__)
@@ -68,21 +68,6 @@ CONTENT_KEYS = ("survey", "sim", "subtraction", "detection", "curation", "contex
 #: data.* keys that do not change the content.
 NON_CONTENT_DATA_KEYS = ("workers", "fields_per_shard", "keep_shards", "progress")
 STAGES = ("simulate", "subtract", "detect", "cut", "label", "context")
-
-
-@dataclass
-class StageTimer:
-    """Accumulates wall time per pipeline stage (s)."""
-
-    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] += time.perf_counter() - t0
 
 
 @dataclass
@@ -115,17 +100,20 @@ def process_field(cfg: DictConfig | dict, field_id: int) -> FieldProducts:
         kb = context.knowledge_base(fld.catalog) if context is not None else None
     tables, stamps = [], []
     for e, epoch in enumerate(fld.epochs):
-        with timer("subtract"):
-            science = subtract_background(epoch.science)
-            difference = subtractor.subtract(science, fld.reference)
-        frame = Frame(science, fld.reference, difference, survey.pixel_scale, fld.catalog)
-        with timer("detect"):
-            det = detector.detect(difference)
-        with timer("cut"):
-            x, y, sign = det["x"].to_numpy(), det["y"].to_numpy(), det["sign"].to_numpy()
-            cut = frame.cut(x, y, size, fill)
-            ra, dec = (difference.wcs.all_pix2world(x, y, 0)) if len(det) else (np.zeros(0), np.zeros(0))
-            table = pd.concat([det.assign(ra=ra, dec=dec), frame.measure(cut, x, y, sign)], axis=1)
+        pair = pair_candidates(
+            epoch.science,
+            fld.reference,
+            subtractor=subtractor,
+            detector=detector,
+            stamp_size=size,
+            fill_value=fill,
+            pixel_scale=survey.pixel_scale,
+            catalog=fld.catalog,
+            timer=timer,
+        )
+        frame, table, cut = pair.frame, pair.candidates, pair.stamps
+        issued = survey.issued(table)  # the survey's alert stream: only what it would send
+        table, cut = table[issued].reset_index(drop=True), cut.take(np.flatnonzero(issued))
         with timer("label"):
             fwhm_px = epoch.conditions["fwhm_arcsec"] / survey.pixel_scale
             table = pd.concat([table, match_truth(table, fld, epoch, fwhm_px=fwhm_px)], axis=1)
@@ -145,11 +133,19 @@ def process_field(cfg: DictConfig | dict, field_id: int) -> FieldProducts:
                 mjd=epoch.science.mjd,
                 **{k: v for k, v in epoch.conditions.items() if k != "fwhm_arcsec"},
             )
-        if context is not None:  # after curation, so that injected candidates get their context too
-            with timer("context"):
-                rows = pd.concat([rows, context.features(rows, kb)], axis=1)
+        # after curation, so that injected candidates get their context too
+        rows = with_context(rows, context, kb, timer)
         tables.append(rows)
-        stamps.append(kept.images())
+        with timer("cut"):
+            sky = epoch.science.image - frame.science.image  # the background the pipeline removed
+            stamps.append(
+                kept.images(
+                    survey.cutouts,
+                    sign=np.where(rows["isdiffpos"].to_numpy(bool), 1, -1),
+                    sky=cut_stamps(sky, rows["x"].to_numpy(), rows["y"].to_numpy(), size, fill),
+                    template_scale=10 ** (0.4 * (frame.science.zero_point - fld.reference.zero_point)),
+                )
+            )
     with timer("label"):
         table = pd.concat(tables, ignore_index=True)
         table.insert(0, "field", field_id)
@@ -183,7 +179,7 @@ def object_ids(table: pd.DataFrame, field_id: int, radius_px: float = 2.0) -> np
 
 
 #: Bump when the pipeline's output changes for an unchanged config, so cached datasets are rebuilt.
-PIPELINE_VERSION = 2
+PIPELINE_VERSION = 3
 
 
 def data_seed(cfg: DictConfig | dict) -> int:
@@ -196,6 +192,8 @@ def data_seed(cfg: DictConfig | dict) -> int:
 def config_hash(cfg: DictConfig | dict) -> str:
     c = as_container(cfg)
     content = {k: c.get(k) for k in CONTENT_KEYS}
+    if isinstance(content.get("curation"), dict):  # human labels apply at load time: the same data
+        content["curation"] = {k: v for k, v in content["curation"].items() if k != "human"}
     content["seed"] = data_seed(c)  # the survey's realisation (hashed under its old name)
     content["pipeline_version"] = PIPELINE_VERSION
     content["data"] = {
@@ -275,7 +273,7 @@ class BuildPlan:
             "pixel_scale": c["survey"]["pixel_scale"],
             "pixel_scale_unit": "arcsec/pixel",
             "channels": list(CHANNELS),
-            "channel_units": {"sci": "adu (sky included)", "ref": "adu (sky subtracted)", "diff": "adu"},
+            "channel_units": channel_units(instantiate(c["survey"]).cutouts),
             "stamp_size": int(c["data"]["stamp_size"]),
             "fill_value": str(c["data"]["fill_value"]),
             "features": {**FEATURE_UNITS, **context_units},
@@ -303,6 +301,17 @@ class BuildPlan:
         return table.assign(
             split=assign_splits(table["object_id"].to_numpy(), fractions, data_seed(self.cfg))
         )
+
+
+def channel_units(convention: CutoutConvention) -> dict[str, str]:
+    """What each stored stamp plane holds under the survey's cutout convention."""
+    sky = "sky included" if convention.sky else "sky subtracted"
+    ref = "adu, scaled to the science zero point" if convention.template_matched else "adu"
+    ref_sky = sky if convention.template_matched else "sky subtracted"
+    diff = (
+        "template - science for negative detections" if convention.negative_flipped else "science - template"
+    )
+    return {"sci": f"adu ({sky})", "ref": f"{ref} ({ref_sky})", "diff": f"adu ({diff})"}
 
 
 def _sum_seconds(items: Any) -> dict[str, float]:

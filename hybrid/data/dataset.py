@@ -141,3 +141,76 @@ def read_dataset(path: str | Path, *, mmap: bool = True) -> Dataset:
             f"{path}: {len(candidates)} rows in {CANDIDATES} but {len(stamps)} stamps in {STAMPS}"
         )
     return Dataset(path, candidates, stamps, meta)
+
+
+#: What :func:`select_inputs` does with a feature the dataset lacks: ``error`` (a
+#: :class:`DatasetError` naming the file and the columns) or ``nan`` (a NaN column, which the model's
+#: feature preprocessor imputes with its training median and flags; real alerts lacking a feature).
+IMPUTATION_POLICIES = ("error", "nan")
+
+
+@dataclass
+class ModelInputs:
+    """The rows, features and stamp channels of a dataset that a model reads (see :func:`select_inputs`).
+
+    Attributes:
+        dataset: the opened dataset directory (stamps memory-mapped, all rows and channels).
+        table: the selected rows of ``candidates.parquet`` (index: row in the dataset), with a NaN
+            column for every imputed feature.
+        features: feature columns, in the model's order.
+        channels: stamp channels by name, in the model's order.
+        channel_index: their positions in ``stamps.npy``'s channel axis.
+        imputed: features absent from the dataset, filled with NaN (only with ``impute="nan"``).
+    """
+
+    dataset: Dataset
+    table: pd.DataFrame
+    features: list[str]
+    channels: list[str]
+    channel_index: list[int]
+    imputed: list[str]
+
+
+def select_inputs(
+    dataset: str | Path | Dataset,
+    *,
+    features: list[str] | None = None,
+    channels: list[str] | None = None,
+    split: str | None = None,
+    impute: str = "error",
+) -> ModelInputs:
+    """Dataset directory -> model inputs: the one place that picks features, channels and rows.
+
+    Training, evaluation, drift monitoring, export and the cross-survey studies all select through
+    here, so a missing feature or channel meets the same rule everywhere.
+
+    Args:
+        dataset: a dataset directory (or one already opened).
+        features: feature columns in order (from the config, ``train.features``, or a trained
+            model's feature list); None for every feature of ``meta.json``; ``[]`` for none.
+            A per-survey availability profile narrows this list before it gets here.
+        channels: stamp channels by name; None for all of ``meta.json``; ``[]`` for none.
+        split: keep only the rows of this split (``train``, ``val``, ``test``); None for all rows.
+        impute: :data:`IMPUTATION_POLICIES` for features the dataset lacks. A missing channel is
+            always an error (no stamp can be made up).
+    """
+    if impute not in IMPUTATION_POLICIES:
+        raise ValueError(f"impute must be one of {IMPUTATION_POLICIES}, got {impute!r}")
+    ds = dataset if isinstance(dataset, Dataset) else read_dataset(dataset)
+    names = list(ds.meta["channels"])
+    channels = names if channels is None else list(channels)
+    unknown = [c for c in channels if c not in names]
+    if unknown:
+        raise DatasetError(f"{ds.path / META}: field 'channels' lacks {unknown} (available: {names})")
+    features = list(ds.meta["features"]) if features is None else list(features)
+    table = ds.candidates
+    if split is not None:
+        if "split" not in table.columns:
+            raise DatasetError(f"{ds.path / CANDIDATES}: no 'split' column (asked for split {split!r})")
+        table = table[table["split"] == split]
+    missing = [f for f in features if f not in table.columns]
+    if missing and impute == "error":
+        raise DatasetError(f"{ds.path / CANDIDATES}: missing feature columns {missing}")
+    if missing:
+        table = table.assign(**dict.fromkeys(missing, np.nan))
+    return ModelInputs(ds, table, features, channels, [names.index(c) for c in channels], missing)

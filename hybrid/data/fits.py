@@ -24,10 +24,9 @@ import gzip
 import io
 import logging
 import os
-import uuid
 import warnings
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +39,7 @@ from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
 from hybrid.exposure import Exposure, InvalidExposureError, Mask
+from hybrid.io import atomic_write
 from hybrid.psf import ImagePSF, MoffatPSF
 
 if TYPE_CHECKING:
@@ -90,22 +90,6 @@ class FitsFileNotFoundError(FitsFormatError, FileNotFoundError):
 
 
 # ---------------------------------------------------------------------------------------- helpers
-
-
-def _atomic_write(path: str | os.PathLike, write: Callable[[Path], None], overwrite: bool) -> Path:
-    """Call ``write(tmp)`` for a temporary path next to ``path``, then rename it onto ``path``."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: file exists and overwrite=False")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _open_fits(path: Path) -> fits.HDUList:
@@ -224,16 +208,16 @@ class _Keywords:
             ) from err
 
 
-def _read_wcs(path: Path, header: fits.Header) -> WCS:
+def _read_wcs(path: Path, header: fits.Header, extension: str = "IMAGE") -> WCS:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
             wcs = WCS(header)
     except Exception as err:  # wcslib raises a zoo of exception types for bad headers
-        raise FitsFormatError(f"{path}: extension 'IMAGE' has an invalid wcs: {err}") from err
+        raise FitsFormatError(f"{path}: extension {extension!r} has an invalid wcs: {err}") from err
     if not wcs.has_celestial:
         raise FitsFormatError(
-            f"{path}: extension 'IMAGE' has no celestial wcs (CTYPE1/CTYPE2 missing or not celestial)"
+            f"{path}: extension {extension!r} has no celestial wcs (CTYPE1/CTYPE2 missing or not celestial)"
         )
     return wcs.celestial if wcs.naxis != 2 else wcs
 
@@ -360,7 +344,7 @@ def write_exposure(exposure: Exposure, path: str | os.PathLike, *, overwrite: bo
     if psf_hdu is not None:
         hdus.append(psf_hdu)
     hdul = fits.HDUList(hdus)
-    return _atomic_write(path, lambda tmp: hdul.writeto(tmp, overwrite=True), overwrite)
+    return atomic_write(path, lambda tmp: hdul.writeto(tmp, overwrite=True), overwrite=overwrite)
 
 
 def read_exposure(path: str | os.PathLike) -> Exposure:
@@ -471,7 +455,7 @@ def write_catalog(
         if has_na:
             hdu.header[f"PNULL{n}"] = (True, "empty string means missing")
     hdul = fits.HDUList([fits.PrimaryHDU(), hdu])
-    return _atomic_write(path, lambda tmp: hdul.writeto(tmp, overwrite=True), overwrite)
+    return atomic_write(path, lambda tmp: hdul.writeto(tmp, overwrite=True), overwrite=overwrite)
 
 
 def read_catalog(path: str | os.PathLike) -> pd.DataFrame:
@@ -527,7 +511,7 @@ def read_catalog(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> Path:
-    return _atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False), overwrite=True)
+    return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def write_field(field: SimulatedField, directory: str | os.PathLike) -> list[Path]:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hybrid.data.dataset import STAMPS, read_dataset
+from hybrid.data.dataset import STAMPS, select_inputs
 from hybrid.taxonomy import TRANSIENT_TYPES
 
 
@@ -31,20 +31,15 @@ class CandidateDataset(Dataset):
         features: list[str] | None = None,
         channels: list[str] | None = None,
     ) -> None:
-        ds = read_dataset(root)
+        inputs = select_inputs(root, features=features, channels=channels or None, split=split or None)
         self.root = Path(root)
-        self.meta = ds.meta
-        table = ds.candidates
-        self.rows = np.flatnonzero(table["split"].to_numpy() == split) if split else np.arange(len(table))
-        self.features = list(features) if features is not None else list(ds.meta["features"])
-        missing = [f for f in self.features if f not in table.columns]
-        if missing:
-            raise KeyError(f"{self.root}: candidates.parquet lacks feature columns {missing}")
-        names = ds.meta["channels"]
-        self.channel_index = [names.index(c) for c in channels] if channels else list(range(len(names)))
-        self._features = table[self.features].to_numpy(np.float32)[self.rows]
-        self._real = table["label_real"].to_numpy(np.float32)[self.rows]
-        self._type = table["label_type"].map(TRANSIENT_TYPES.index).to_numpy(np.int64)[self.rows]
+        self.meta = inputs.dataset.meta
+        table = inputs.table
+        self.rows = table.index.to_numpy()
+        self.features, self.channel_index = inputs.features, inputs.channel_index
+        self._features = table[self.features].to_numpy(np.float32)
+        self._real = table["label_real"].to_numpy(np.float32)
+        self._type = table["label_type"].map(TRANSIENT_TYPES.index).to_numpy(np.int64)
         self._stamps: np.ndarray | None = None  # opened lazily, once per worker process
 
     def __len__(self) -> int:

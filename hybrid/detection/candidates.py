@@ -17,6 +17,7 @@ import pandas as pd
 from hybrid.detection.features import measure_stamps, nearest_source_features
 from hybrid.detection.stamps import cut_stamps, edge_fraction
 from hybrid.exposure import Difference, Exposure
+from hybrid.sim.survey import CutoutConvention
 
 #: Image channels stored in the dataset, in order.
 CHANNELS: tuple[str, ...] = ("sci", "ref", "diff")
@@ -36,9 +37,41 @@ class StampSet:
     def __len__(self) -> int:
         return self.diff.shape[0]
 
-    def images(self) -> np.ndarray:
-        """(N, 3, S, S) float32 cube of the stored channels (see :data:`CHANNELS`)."""
-        return np.stack([self.sci, self.ref, self.diff], axis=1).astype(np.float32)
+    def images(
+        self,
+        convention: CutoutConvention | None = None,
+        *,
+        sign: np.ndarray | None = None,
+        sky: np.ndarray | None = None,
+        template_scale: float = 1.0,
+    ) -> np.ndarray:
+        """(N, 3, S, S) float32 cube of the stored channels (see :data:`CHANNELS`).
+
+        Without a convention the planes are stored as cut: background-subtracted science, reference
+        at its own zero point, science minus reference. With one, they follow the survey's alert
+        cutouts (:class:`~hybrid.sim.survey.CutoutConvention`).
+
+        Args:
+            convention: the survey's cutout convention, or None.
+            sign: +1 / -1 per row (positive or negative detection), for ``negative_flipped``.
+            sky: (N, S, S) sky background of the science image at the rows (ADU), for ``sky``.
+            template_scale: reference-to-science flux scale ``10^(0.4 (zp_sci - zp_ref))``, for
+                ``template_matched``.
+        """
+        sci, ref, diff = self.sci, self.ref, self.diff
+        if convention is not None:
+            if convention.template_matched:
+                ref = ref * np.float32(template_scale)
+            if convention.sky:
+                if sky is None:
+                    raise ValueError("the cutout convention keeps the sky: pass the sky stamps")
+                sci = sci + sky
+                ref = ref + sky if convention.template_matched else ref
+            if convention.negative_flipped:
+                if sign is None:
+                    raise ValueError("the cutout convention flips negative detections: pass their sign")
+                diff = diff * np.where(np.asarray(sign) < 0, -1, 1).astype(np.float32)[:, None, None]
+        return np.stack([sci, ref, diff], axis=1).astype(np.float32)
 
     def take(self, index: np.ndarray) -> StampSet:
         return StampSet(

@@ -14,16 +14,20 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
+#: AB magnitude of 1 microjansky: fluxes are features in uJy, never in a detector's DN, so that a model
+#: trained at one zero point reads another survey's (or another night's) fluxes the same way.
+AB_ZERO_POINT_UJY = 23.9
+
 #: Feature name -> unit; the dataset's meta.json records this table.
 FEATURE_UNITS: dict[str, str] = {
-    "flux_psf": "adu",
-    "flux_psf_err": "adu",
+    "flux_psf": "uJy",
+    "flux_psf_err": "uJy",
     "snr_psf": "",
     "mag_psf": "mag",
     "sigma_mag_psf": "mag",
     "isdiffpos": "bool",
     "chi2_psf": "",
-    "flux_aper": "adu",
+    "flux_aper": "uJy",
     "snr_aper": "",
     "fwhm": "arcsec",
     "elongation": "",
@@ -62,7 +66,7 @@ def measure_stamps(
             and its mask bits; NaN pixels are treated as missing.
         psf: (K, K) unit-sum PSF of the difference, K odd and <= S.
         sign: +1 or -1 per candidate (detected on +D or -D).
-        zero_point: magnitude of 1 ADU in the difference image.
+        zero_point: magnitude of 1 ADU in the difference image (fluxes are returned in uJy with it).
         pixel_scale: arcsec / pixel.
         score: optional (N, S, S) stamps of a detection score (ZOGY's S_corr, in sigma).
     """
@@ -92,16 +96,19 @@ def measure_stamps(
     flux_ap = (d0 * ap).sum(axis=(1, 2))
     var_ap = (np.where(good, v, 0.0) * ap).sum(axis=(1, 2))
 
-    # shape: Gaussian-weighted second moments, corrected for the weight (adaptive-moment style)
+    # shape: Gaussian-weighted second moments of the source's own (positive) pixels, corrected for the
+    # weight (adaptive-moment style); like SExtractor's, on which ZTF's fwhm and elong are measured,
+    # they ignore the negative lobe of a dipole
     sigma_w = max(fwhm_px / 2.3548, 0.8)
     g = np.exp(-r2 / (2 * sigma_w**2))[None]
-    m0 = np.maximum((d0 * g).sum(axis=(1, 2)), 1e-30)
-    mx = (d0 * g * xx).sum(axis=(1, 2)) / m0
-    my = (d0 * g * yy).sum(axis=(1, 2)) / m0
+    dp = np.maximum(d0, 0.0)
+    m0 = np.maximum((dp * g).sum(axis=(1, 2)), 1e-30)
+    mx = (dp * g * xx).sum(axis=(1, 2)) / m0
+    my = (dp * g * yy).sum(axis=(1, 2)) / m0
     dx, dy = xx[None] - mx[:, None, None], yy[None] - my[:, None, None]
-    ixx = (d0 * g * dx * dx).sum(axis=(1, 2)) / m0
-    iyy = (d0 * g * dy * dy).sum(axis=(1, 2)) / m0
-    ixy = (d0 * g * dx * dy).sum(axis=(1, 2)) / m0
+    ixx = (dp * g * dx * dx).sum(axis=(1, 2)) / m0
+    iyy = (dp * g * dy * dy).sum(axis=(1, 2)) / m0
+    ixy = (dp * g * dx * dy).sum(axis=(1, 2)) / m0
     tr, det = ixx + iyy, ixx * iyy - ixy**2
     disc = np.sqrt(np.maximum((tr / 2) ** 2 - det, 0))
     lam1, lam2 = np.maximum(tr / 2 + disc, 1e-3), np.maximum(tr / 2 - disc, 1e-3)
@@ -123,16 +130,17 @@ def measure_stamps(
         else np.full(n, np.nan)
     )
     abs_flux = np.abs(flux)
+    to_ujy = 10 ** (0.4 * (AB_ZERO_POINT_UJY - zero_point))
     return pd.DataFrame(
         {
-            "flux_psf": flux * sign,
-            "flux_psf_err": flux_err,
+            "flux_psf": flux * sign * to_ujy,
+            "flux_psf_err": flux_err * to_ujy,
             "snr_psf": flux / flux_err,
             "mag_psf": zero_point - 2.5 * np.log10(np.maximum(abs_flux, 1e-6)),
             "sigma_mag_psf": 1.0857 * flux_err / np.maximum(abs_flux, 1e-6),
             "isdiffpos": sign > 0,
             "chi2_psf": chi2,
-            "flux_aper": flux_ap * sign,
+            "flux_aper": flux_ap * sign * to_ujy,
             "snr_aper": flux_ap / np.sqrt(np.maximum(var_ap, 1e-30)),
             "fwhm": fwhm,
             "elongation": a / b,
@@ -153,21 +161,25 @@ def _psf_fwhm(psf: np.ndarray) -> float:
 
 
 def nearest_source_features(
-    x: np.ndarray, y: np.ndarray, catalog: pd.DataFrame, pixel_scale: float
+    x: np.ndarray, y: np.ndarray, catalog: pd.DataFrame, pixel_scale: float, *, radius: float = 30.0
 ) -> pd.DataFrame:
     """Distance (arcsec), magnitude and star-galaxy score of the nearest catalogued source.
 
-    The ZTF equivalents are distpsnr1, sgmag1 and sgscore1 (Tachibana & Miller 2018). Without a
-    catalogue the columns are NaN and are imputed downstream with a missing-value indicator.
+    The ZTF equivalents are distpsnr1, sgmag1 and sgscore1 (Tachibana & Miller 2018), searched within
+    ``radius`` (30 arcsec in ZTF's alerts). Without a catalogue, or without a source within ``radius``,
+    the columns are NaN (ZTF writes -999) and are imputed downstream with a missing-value indicator.
     """
+    nan = np.full(len(x), np.nan)
     if catalog is None or len(catalog) == 0:
-        nan = np.full(len(x), np.nan)
         return pd.DataFrame({"dist_nearest_src": nan, "mag_nearest_src": nan, "sgscore_nearest": nan})
     d, j = cKDTree(catalog[["x", "y"]].to_numpy()).query(np.c_[x, y])
+    d = d * pixel_scale
+    found = d <= radius
+    j = np.where(found, j, 0)
     return pd.DataFrame(
         {
-            "dist_nearest_src": d * pixel_scale,
-            "mag_nearest_src": catalog["mag"].to_numpy()[j],
-            "sgscore_nearest": catalog["sgscore"].to_numpy()[j],
+            "dist_nearest_src": np.where(found, d, np.nan),
+            "mag_nearest_src": np.where(found, catalog["mag"].to_numpy()[j], np.nan),
+            "sgscore_nearest": np.where(found, catalog["sgscore"].to_numpy()[j], np.nan),
         }
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,9 +10,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from hybrid.data.dataset import DatasetError, read_dataset
-from hybrid.export.bundle import BundleError, export_model
+from hybrid.data.dataset import read_dataset, select_inputs
+from hybrid.export.bundle import export_model
 from hybrid.models import HybridModel
+from hybrid.rundir import RunDir
 from hybrid.taxonomy import TRANSIENT_TYPES
 
 FORMATS = ("onnx",)
@@ -39,67 +39,19 @@ class ServingModel(nn.Module):
         return self.model.predict(image, features, rotation_average=self.rotation_average)
 
 
-def _with_inputs(cfg: DictConfig) -> DictConfig:
-    """Configs written before the ``modality`` group had no ``inputs``: derive them from the encoders."""
-    if cfg.get("inputs") is None:
-        inputs = [
-            m for m, key in (("image", "image_encoder"), ("catalog", "tabular_encoder")) if cfg.get(key)
-        ]
-        cfg = OmegaConf.merge(cfg, {"inputs": inputs})
-    return cfg
-
-
-def run_dataset(run_dir: Path, cfg: DictConfig) -> Path:
-    """The dataset a run trained on: metrics.json's ``dataset``, else the config's content-hashed path."""
-    metrics = run_dir / "metrics.json"
-    if metrics.is_file():
-        recorded = json.loads(metrics.read_text()).get("dataset")
-        if recorded and Path(recorded).is_dir():
-            return Path(recorded)
-    from hybrid.data.build import BuildPlan
-
-    path = BuildPlan.from_config(cfg).path
-    if not path.is_dir():
-        raise DatasetError(
-            f"{run_dir}: the run's dataset ({path}) is not in the cache; rebuild it with "
-            f"`hybrid build` and the run's overrides (export needs its feature list and a few golden inputs)"
-        )
-    return path
-
-
 def load_run_model(run_dir: str | Path, *, checkpoint: str = "best") -> tuple[HybridModel, DictConfig, Path]:
-    """The trained HybridModel of a run directory (eval mode), its config, and its dataset directory."""
-    from hybrid.training.train import make_model
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise BundleError(f"{run_dir / 'config.yaml'}: missing; is {run_dir} a training run directory?")
-    cfg = _with_inputs(OmegaConf.load(run_dir / "config.yaml"))
-    ckpt = run_dir / "checkpoints" / f"{checkpoint}.ckpt"
-    if not ckpt.is_file():
-        ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if not ckpt.is_file():
-        raise BundleError(f"{run_dir / 'checkpoints'}: no {checkpoint}.ckpt or last.ckpt")
-    dataset = run_dataset(run_dir, cfg)
-    meta = read_dataset(dataset).meta
-    features = list(meta["features"]) if cfg.train.features is None else list(cfg.train.features)
-    channels = list(meta["channels"]) if cfg.train.channels is None else list(cfg.train.channels)
-    model = make_model(cfg, in_chans=len(channels), feature_names=features)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    own = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(own, strict=True)
-    except RuntimeError as err:
-        raise BundleError(f"{ckpt}: does not match the model of {run_dir / 'config.yaml'}: {err}") from None
-    return model.eval(), cfg, dataset
+    """The trained HybridModel of a run directory (eval mode), its config, and its dataset directory
+    (:meth:`hybrid.rundir.RunDir.load_model`)."""
+    return RunDir(run_dir).load_model(checkpoint)
 
 
 def golden_inputs(
     dataset: Path, model: HybridModel, channels: list[str], n: int = 8
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` real raw inputs for the golden pair: test-split candidates (those with NaN pixels first)."""
-    ds = read_dataset(dataset)
-    table = ds.candidates
+    names = model.features.names if model.features is not None else []
+    inputs = select_inputs(dataset, features=names, channels=channels)
+    table = inputs.table
     rows = (
         np.flatnonzero((table["split"] == "test").to_numpy()) if "split" in table else np.arange(len(table))
     )
@@ -107,9 +59,7 @@ def golden_inputs(
         rows[table["stamp_nan_fraction"].to_numpy()[rows] > 0] if "stamp_nan_fraction" in table else rows[:0]
     )
     pick = np.unique(np.concatenate([nan_rows[: n // 4], rows[:n]]))[:n]
-    order = [list(ds.meta["channels"]).index(c) for c in channels]
-    stamps = np.asarray(ds.stamps[pick][:, order], np.float32)
-    names = model.features.names if model.features is not None else []
+    stamps = np.asarray(inputs.dataset.stamps[pick][:, inputs.channel_index], np.float32)
     features = table.iloc[pick][names].to_numpy(np.float32) if names else np.zeros((len(pick), 0), np.float32)
     return stamps, features
 
@@ -143,10 +93,11 @@ def export_run(
     """
     if format not in FORMATS:
         raise ValueError(f"export format must be one of {FORMATS}, got {format!r}")
-    run_dir = Path(run_dir)
-    model, cfg, dataset = load_run_model(run_dir, checkpoint=checkpoint)
+    run = RunDir(run_dir)
+    run_dir = run.path
+    model, cfg, dataset = run.load_model(checkpoint)
     meta = read_dataset(dataset).meta
-    channels = list(meta["channels"]) if cfg.train.channels is None else list(cfg.train.channels)
+    channels = select_inputs(dataset, features=[], channels=cfg.train.channels).channels
     if model.image_encoder is None:
         channels = []
     units = meta["features"]
@@ -154,8 +105,7 @@ def export_run(
         name: units.get(name, "") for name in (model.features.names if model.features is not None else [])
     }
     stamps, feats = golden_inputs(dataset, model, channels or list(meta["channels"]))
-    metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics = run.metrics() if run.finished() else {}
     module: nn.Module = ServingModel(model, rotation_average=rotation_average)
     if ensemble or mc_samples:
         from hybrid.uncertainty.wrappers import uncertainty_model

@@ -14,7 +14,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-_MAD_TO_SIGMA = np.float32(1.4826)
+from hybrid.stats import MAD_TO_SIGMA
+
+_MAD_TO_SIGMA = np.float32(MAD_TO_SIGMA)  # as the model's StampNormalizer
 
 
 def crop_stamps(stamps: np.ndarray, crop: int | None) -> np.ndarray:

@@ -13,8 +13,8 @@ from torch import nn
 
 from hybrid.registry import Registry
 
-IMAGE_ENCODERS: Registry[nn.Module] = Registry("image encoder", "hybrid.models")
-TABULAR_ENCODERS: Registry[nn.Module] = Registry("tabular encoder", "hybrid.models")
+IMAGE_ENCODERS: Registry[nn.Module] = Registry("image encoder", "hybrid.models", contract=nn.Module)
+TABULAR_ENCODERS: Registry[nn.Module] = Registry("tabular encoder", "hybrid.models", contract=nn.Module)
 
 
 @IMAGE_ENCODERS.register("vgg")

@@ -11,8 +11,6 @@ from torch import nn
 
 from hybrid.registry import Registry
 
-FUSIONS: Registry[nn.Module] = Registry("fusion", "hybrid.models")
-
 
 class Fusion(nn.Module):
     """Base: projections of each present modality to ``dim``; subclasses combine the two."""
@@ -31,6 +29,9 @@ class Fusion(nn.Module):
         if image is not None and tabular is not None:
             return None
         return self.image_proj(image) if image is not None else self.tabular_proj(tabular)
+
+
+FUSIONS: Registry[nn.Module] = Registry("fusion", "hybrid.models", contract=Fusion)
 
 
 @FUSIONS.register("concat")

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from hybrid.stats import MAD_TO_SIGMA
+
 STAMP_NORMS = ("l2", "noise", "none")
 
 
@@ -49,7 +51,7 @@ class StampNormalizer(nn.Module):
             med = torch.nanmedian(flat, dim=-1, keepdim=True).values
             mad = torch.nanmedian((flat - med).abs(), dim=-1, keepdim=True).values
             med = torch.nan_to_num(med).unsqueeze(-1)
-            sigma = torch.nan_to_num(1.4826 * mad, nan=1.0).clamp_min(1e-6).unsqueeze(-1)
+            sigma = torch.nan_to_num(MAD_TO_SIGMA * mad, nan=1.0).clamp_min(1e-6).unsqueeze(-1)
             z = ((x0 - med) / sigma).clamp(-self.clip, self.clip)
             return torch.where(finite, z, torch.zeros_like(z))
         return x0

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hybrid.data.dataset import DatasetError, read_dataset
+from hybrid.data.dataset import read_dataset, select_inputs
 from hybrid.detection import FEATURE_UNITS
-from hybrid.export import load_run_model
 from hybrid.models import HybridModel
 from hybrid.monitoring.detectors import MonitorSample
+from hybrid.rundir import RunDir
 from hybrid.training.data import SplitTensors
 from hybrid.training.train import score_split, split_inputs
 
@@ -69,11 +69,10 @@ def load_sample(
         features = table[names].reset_index(drop=True) if names else None  # e.g. `hybrid predict` output
         return MonitorSample(scores=scores, features=features, groups=exposure_groups(table))
     if run_dir is None:
-        ds = read_dataset(path)
-        table = ds.candidates if split is None else ds.candidates[ds.candidates["split"] == split]
-        features = table[list(ds.meta["features"])].reset_index(drop=True)
-        return MonitorSample(features=features, groups=exposure_groups(table))
-    model, cfg, trained_on = load_run_model(run_dir)
+        inputs = select_inputs(path, split=split)
+        features = inputs.table[inputs.features].reset_index(drop=True)
+        return MonitorSample(features=features, groups=exposure_groups(inputs.table))
+    model, cfg, trained_on = RunDir(run_dir).load_model()
     names = model.features.names if model.features is not None else []
     channels = cfg.train.channels or read_dataset(trained_on).meta["channels"]
     return describe_split(model, load_split(path, names, list(channels), split=split, model=model), names)
@@ -90,16 +89,8 @@ def load_split(
     """The rows of a dataset directory (one split, or all) as tensors for a model trained on
     ``feature_names`` and ``channel_names``; with ``model``, its stamps normalised by the model's
     normaliser (as :func:`hybrid.training.train.normalize_splits` does for training data)."""
-    ds = read_dataset(path)
-    table = ds.candidates if split is None else ds.candidates[ds.candidates["split"] == split]
-    missing = [f for f in feature_names if f not in table.columns]
-    if missing:
-        raise DatasetError(f"{Path(path) / 'candidates.parquet'}: the model needs features {missing}")
-    unknown = [c for c in channel_names if c not in ds.meta["channels"]]
-    if unknown:
-        raise DatasetError(f"{Path(path) / 'meta.json'}: the model needs channels {unknown}")
-    index = [list(ds.meta["channels"]).index(c) for c in channel_names]
-    tensors = SplitTensors(ds.stamps, table, feature_names, index)
+    inputs = select_inputs(path, features=feature_names, channels=channel_names, split=split)
+    tensors = SplitTensors.from_inputs(inputs)
     if model is not None and model.image_encoder is not None:
         tensors.normalize_stamps(model.stamps)
     return tensors

@@ -40,8 +40,6 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from hybrid.registry import Registry
 
-DRIFT_TESTS: Registry[DriftTest] = Registry("drift test", "hybrid.monitoring")
-
 
 @dataclass
 class MonitorSample:
@@ -159,6 +157,11 @@ class DriftTest:
         if self.reference is None:
             raise RuntimeError(f"{self.name}: call fit(reference) before test(current)")
         return self.reference
+
+
+DRIFT_TESTS: Registry[DriftTest] = Registry(
+    "drift test", "hybrid.monitoring", contract=DriftTest, modules=("detectors",)
+)
 
 
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10, eps: float = 1e-4) -> tuple[float, int]:

@@ -4,10 +4,10 @@ Markdown. Tests whose input is missing (no scores without a model, say) are list
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from hybrid.io import write_text_atomic
 from hybrid.monitoring.detectors import DRIFT_TESTS, MonitorSample, build_tests
 
 
@@ -80,7 +80,5 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
         ("drift.json", json.dumps(report, indent=2, default=str)),
         ("drift.md", format_report(report)),
     ):
-        tmp = out / f".{name}.tmp-{os.getpid()}"
-        tmp.write_text(text)
-        tmp.replace(out / name)
+        write_text_atomic(out / name, text)
     return out / "drift.json"

@@ -39,8 +39,6 @@ from hybrid.context.index import SkyIndex
 from hybrid.registry import Registry
 from hybrid.taxonomy import TRANSIENT_TYPES
 
-CLEANERS: Registry[Cleaner] = Registry("label cleaner", "hybrid.noise")
-
 ACTIONS = ("drop", "relabel")
 
 
@@ -64,6 +62,9 @@ class Cleaner(ABC):
     def flag(
         self, table: pd.DataFrame, considered: np.ndarray, *, seed: int, features: list[str]
     ) -> Flags: ...
+
+
+CLEANERS: Registry[Cleaner] = Registry("label cleaner", "hybrid.noise", contract=Cleaner)
 
 
 def _stable_uniform(keys: pd.Series, salt: str) -> np.ndarray:

@@ -36,8 +36,6 @@ import pandas as pd
 from hybrid.registry import Registry
 from hybrid.taxonomy import BOGUS_KINDS, TRANSIENT_TYPES
 
-LABEL_NOISE: Registry[LabelNoise] = Registry("label noise", "hybrid.noise")
-
 #: Columns added to the candidate table by injection.
 CLEAN_REAL, CLEAN_TYPE, FLIPPED = "label_real_clean", "label_type_clean", "noise_flipped"
 
@@ -112,6 +110,9 @@ class LabelNoise(ABC):
             counts[:] = 1
         cdf = np.cumsum(counts.to_numpy(float)) / counts.sum()
         return counts.index.to_numpy(object)[np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1)]
+
+
+LABEL_NOISE: Registry[LabelNoise] = Registry("label noise", "hybrid.noise", contract=LabelNoise)
 
 
 @LABEL_NOISE.register("symmetric")

@@ -11,13 +11,13 @@ contamination of algorithmic labels).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from hybrid.io import atomic_write
 from hybrid.noise.cleaning import Cleaner, apply_flags
 from hybrid.noise.injection import CLEAN_REAL, CLEAN_TYPE, FLIPPED, LabelNoise
 
@@ -119,10 +119,7 @@ class LabelPipeline:
         if self.records is None:
             return None
         path = Path(run_dir) / RECORD_FILE
-        tmp = path.with_suffix(".parquet.tmp")
-        self.records.reset_index().to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, lambda tmp: self.records.reset_index().to_parquet(tmp, index=False))
 
 
 def label_pipeline(cfg: DictConfig) -> LabelPipeline | None:

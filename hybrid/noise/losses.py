@@ -29,8 +29,6 @@ from torch.nn import functional as F
 
 from hybrid.registry import Registry
 
-LOSSES: Registry[RealBogusLoss] = Registry("real-bogus loss", "hybrid.noise")
-
 
 class RealBogusLoss(nn.Module):
     """Per-sample real-bogus loss (see the module docstring for the contract)."""
@@ -39,6 +37,9 @@ class RealBogusLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+
+LOSSES: Registry[RealBogusLoss] = Registry("real-bogus loss", "hybrid.noise", contract=RealBogusLoss)
 
 
 def soft_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor) -> torch.Tensor:

@@ -25,12 +25,14 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from hybrid.data.readers import AlertBatch, Chunk, Rejection, iter_chunks
+from hybrid.context.associate import CONTEXT_TEXT_COLUMNS
+from hybrid.data.readers import AlertBatch, Chunk, Rejection, add_context, iter_chunks
 from hybrid.data.readers.base import ID_COLUMNS
 from hybrid.detection.candidates import CHANNELS
 from hybrid.export.bundle import Bundle, load_bundle
@@ -69,6 +71,11 @@ class Predictor:
             :meth:`close`; decoding holds the GIL for part of its time, so processes use all cores
             fully; the calling script needs the ``if __name__ == "__main__":`` guard, as for any
             :mod:`multiprocessing` code, because workers are started by a fork server).
+        context: a :class:`~hybrid.context.ContextAssociator` (e.g. ``conf/context/ztf_real.yaml``):
+            the ``ctx_*`` features of every alert are computed from its knowledge base before scoring
+            (:func:`~hybrid.data.readers.add_context`), and the context class and names are written
+            beside the scores. Each worker process loads the catalogues once. None: the features
+            stay as the reader gives them (missing for ZTF and Rubin alerts).
 
     Example::
 
@@ -85,6 +92,7 @@ class Predictor:
         batch_size: int = 256,
         verify: bool = True,
         backend: str = "thread",
+        context: Any = None,
     ) -> None:
         if backend not in ("process", "thread"):
             raise ValueError(f"backend must be 'process' or 'thread', got {backend!r}")
@@ -92,6 +100,7 @@ class Predictor:
         self.backend = backend
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, threads=1, verify=verify)
         self.batch_size = int(batch_size)
+        self.context = context
         image = self.bundle.preprocess.get("image")
         self.channel_index = [CHANNELS.index(c) for c in image["channels"]] if image else []
         self.types = list(self.bundle.labels["p_types"])
@@ -123,7 +132,7 @@ class Predictor:
                     self.workers,
                     mp_context=multiprocessing.get_context("forkserver"),
                     initializer=_start_worker,
-                    initargs=(str(self.bundle.path), self.batch_size),
+                    initargs=(str(self.bundle.path), self.batch_size, self.context),
                 )
         return self._pool
 
@@ -152,7 +161,7 @@ class Predictor:
     def score_batch(self, batch: AlertBatch) -> pd.DataFrame:
         """Ids (and labels, when the input has them) with ``score``, ``p_<type>`` and extra outputs."""
         table = batch.candidates
-        keep = [c for c in (*ID_COLUMNS, *CARRIED) if c in table]
+        keep = [c for c in (*ID_COLUMNS, *CARRIED, *CONTEXT_TEXT_COLUMNS) if c in table]
         out = table[keep].reset_index(drop=True)
         if len(table) == 0:
             return out
@@ -162,6 +171,8 @@ class Predictor:
 
     def _work(self, chunk: Chunk) -> tuple[pd.DataFrame, list[Rejection]]:
         batch = chunk.decode(self.stamp_size)
+        if self.context is not None:
+            batch = add_context(batch, self.context)
         return self.score_batch(batch), batch.rejected
 
     def iter_scores(
@@ -279,10 +290,12 @@ class Predictor:
 _WORKER: Predictor | None = None
 
 
-def _start_worker(bundle: str, batch_size: int) -> None:
+def _start_worker(bundle: str, batch_size: int, context: Any = None) -> None:
     """Worker-process initialiser: open the bundle once (it was verified by the parent)."""
     global _WORKER
-    _WORKER = Predictor(bundle, workers=1, batch_size=batch_size, verify=False, backend="thread")
+    _WORKER = Predictor(
+        bundle, workers=1, batch_size=batch_size, verify=False, backend="thread", context=context
+    )
 
 
 def _work_in_worker(chunk: Chunk) -> tuple[pd.DataFrame, list[Rejection], float]:

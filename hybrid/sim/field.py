@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 from astropy.wcs import WCS
+from scipy import ndimage
 
 from hybrid.exposure import Exposure, Mask
 from hybrid.psf import MoffatPSF, render_points
@@ -125,6 +126,18 @@ def _observe(
     return (noisy / survey.gain).astype(np.float32), (var_e / survey.gain**2).astype(np.float32)
 
 
+def cloud_screen(
+    rng: np.random.Generator, shape: tuple[int, int], rms: float, scale_px: float = 48.0
+) -> np.ndarray:
+    """A smooth transparency screen of mean 1 and fractional rms ``rms`` with structure on
+    ``scale_px`` (thin cloud moving over a frame during the exposure)."""
+    ny, nx = shape
+    coarse = rng.standard_normal((max(2, int(ny / scale_px) + 2), max(2, int(nx / scale_px) + 2)))
+    fine = ndimage.zoom(coarse, (ny / (coarse.shape[0] - 1), nx / (coarse.shape[1] - 1)), order=3)[:ny, :nx]
+    fine = (fine - fine.mean()) / max(float(fine.std()), 1e-6)
+    return np.clip(1.0 + rms * fine, 0.05, None).astype(np.float32)
+
+
 def simulate_field(survey: SurveyProfile, config: SimConfig, seed: int, field_id: int) -> SimulatedField:
     """Simulate one field: static sky, reference, and ``config.epochs_per_field`` science epochs."""
     rng = np.random.default_rng([seed, field_id])
@@ -148,7 +161,7 @@ def simulate_field(survey: SurveyProfile, config: SimConfig, seed: int, field_id
     star_flux = survey.mag_to_adu(stars["mag"].to_numpy())
     gal_flux = survey.mag_to_adu(galaxies["mag"].to_numpy())
     variable = transients["type"] == "variable_star"
-    nuclear_ref = transients["type"] == "nuclear"
+    in_reference = ~variable.to_numpy() & (transients["ref_flux"].to_numpy(float) > 0)  # nuclei, AGN, CVs
     edge = art.edge_mask(shape, config.artifacts.edge_margin)
     yy, xx = np.mgrid[:ny, :nx].astype(np.float32)
 
@@ -175,7 +188,7 @@ def simulate_field(survey: SurveyProfile, config: SimConfig, seed: int, field_id
         star_flux * ref_throughput,
     )
     ref_model += convolve_tiled(galaxy_light, ref_psf, shift=misregister) * ref_throughput
-    nuc = transients[nuclear_ref]
+    nuc = transients[in_reference]
     render_points(ref_model, ref_psf, nuc["x"], nuc["y"], nuc["ref_flux"].to_numpy() * ref_throughput)
     ref_sky = (
         survey.sky_adu(survey.sky_brightness + abs(rng.normal(0, survey.sky_sigma / 2))) * ref_throughput
@@ -209,8 +222,10 @@ def simulate_field(survey: SurveyProfile, config: SimConfig, seed: int, field_id
     for e, day in enumerate(epoch_days):
         fwhm = survey.seeing_median * np.exp(rng.normal(0, survey.seeing_sigma))
         psf = _draw_psf(rng, fwhm / survey.pixel_scale, survey.psf_beta, shape, config.psf_variation)
-        extinction = abs(rng.normal(0, survey.transparency_sigma))
-        throughput = 10 ** (-0.4 * extinction)
+        cond = survey.draw_conditions(rng)
+        extinction = cond.extinction
+        # source and sky counts scale with the exposure time; clouds dim the sources (and the sky)
+        throughput = cond.throughput * cond.exposure_time / survey.exposure_time
         sky_mu = survey.sky_brightness + rng.normal(0, survey.sky_sigma)
         model = np.zeros(shape, np.float32)
         flux_e = sci_flux[:, e]
@@ -220,9 +235,11 @@ def simulate_field(survey: SurveyProfile, config: SimConfig, seed: int, field_id
         model += convolve_tiled(galaxy_light, psf) * throughput
         point = ~variable.to_numpy()
         render_points(model, psf, transients["x"][point], transients["y"][point], flux_e[point] * throughput)
-        asteroids = draw_asteroids(rng, config.transients, survey, shape)
+        asteroids = draw_asteroids(rng, config.transients, survey, shape, cond.exposure_time)
         ax, ay, af, _ = trail_points(asteroids)
         render_points(model, psf, ax, ay, af * throughput)
+        if cond.cloud_patchiness > 0:  # patchy cloud: a transparency screen no global flux ratio removes
+            model *= cloud_screen(rng, shape, cond.cloud_patchiness)
         sky_level = survey.sky_adu(sky_mu) * throughput
         image, var = _observe(rng, (model + sky_plane(sky_level)) * survey.gain, survey, 1)
         mask = np.where(edge, Mask.EDGE, 0).astype(np.uint16)
@@ -234,7 +251,7 @@ def simulate_field(survey: SurveyProfile, config: SimConfig, seed: int, field_id
             amap,
             config.artifacts,
             pixel_size_um=survey.pixel_size,
-            exposure_time=survey.exposure_time,
+            exposure_time=cond.exposure_time,
             gain=survey.gain,
         )
         art.saturate(image, mask, amap, survey.saturation)
@@ -244,7 +261,7 @@ def simulate_field(survey: SurveyProfile, config: SimConfig, seed: int, field_id
             mask=mask,
             psf=_pipeline_psf(rng, psf, config.psf_model_error),
             wcs=wcs,
-            zero_point=survey.zero_point + 2.5 * np.log10(throughput),
+            zero_point=cond.zero_point,
             gain=survey.gain,
             saturation=survey.saturation,
             survey=survey.name,
@@ -252,7 +269,7 @@ def simulate_field(survey: SurveyProfile, config: SimConfig, seed: int, field_id
             mjd=mjd0 + day,
             background_subtracted=False,
             source=f"{source_id}:epoch={e}",
-            meta={"fwhm_arcsec": fwhm},
+            meta={"fwhm_arcsec": fwhm, "exposure_time": cond.exposure_time},
         )
         truth = transients.drop(columns=["ref_flux"]).assign(
             flux=flux_e - transients["ref_flux"].to_numpy(), known=False
@@ -279,8 +296,13 @@ def simulate_field(survey: SurveyProfile, config: SimConfig, seed: int, field_id
                     "ref_fwhm_arcsec": ref_fwhm,
                     "sky_brightness": sky_mu,
                     "extinction": extinction,
+                    "exposure_time": cond.exposure_time,
+                    "zero_point": cond.zero_point,
                     "cosmic_rays": n_cr,
-                    "depth_m5": survey.limiting_magnitude(fwhm, sky_mu) - extinction,
+                    # background-limited: depth grows by 1.25 log10 of the exposure time
+                    "depth_m5": survey.limiting_magnitude(fwhm, sky_mu)
+                    - extinction
+                    + 1.25 * np.log10(cond.exposure_time / survey.exposure_time),
                 },
                 true_psf=psf,
             )

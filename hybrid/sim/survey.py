@@ -3,15 +3,64 @@
 The published values and their sources are in ``conf/survey/*.yaml``; this module turns them into
 derived quantities (sky level in electrons, 5-sigma point-source depth) so that a test can check a
 profile against the depth the survey reports.
+
+A profile also says what the survey *delivers*, so that training on its simulation learns nothing the
+real stream lacks:
+
+* per-exposure conditions (:meth:`SurveyProfile.draw_conditions`): exposure time, extinction by
+  cloud (with the clear fraction of the site) and the zero point that follows from both;
+* the cutout convention of its alerts (:class:`CutoutConvention`): sky kept or removed, template
+  matched to the science image or not, and the sign of the difference of negative detections;
+* which features its alerts carry at alert time (``alert_features``; None: every feature).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from hybrid.psf import moffat_alpha
+
+
+@dataclass(frozen=True)
+class CutoutConvention:
+    """How a survey's alert cutouts are made (the stored stamps follow it).
+
+    Args:
+        sky: the science (and matched template) cutouts keep the sky background, in DN.
+        template_matched: the template cutout is scaled to the science image's zero point and has the
+            science image's sky added (ZTF: Masci et al. 2019, sec. 3.7, the template is
+            PSF-matched, gain-matched and background-matched to the science image before differencing).
+        negative_flipped: the difference cutout of a negative detection is template minus science, so
+            its source is a positive peak (ZTF ``isdiffpos = 'f'``); otherwise science minus template.
+    """
+
+    sky: bool = False
+    template_matched: bool = False
+    negative_flipped: bool = False
+
+
+@dataclass(frozen=True)
+class ExposureConditions:
+    """One science exposure's conditions.
+
+    Args:
+        exposure_time: s.
+        extinction: mag lost to cloud and airmass above the profile's nominal zero point.
+        zero_point: magnitude of 1 ADU (DN) in this exposure.
+        cloud_patchiness: fractional rms of the transparency across the frame (thin cloud is patchy).
+    """
+
+    exposure_time: float
+    extinction: float
+    zero_point: float
+    cloud_patchiness: float = 0.0
+
+    @property
+    def throughput(self) -> float:
+        return float(10 ** (-0.4 * self.extinction))
 
 
 @dataclass(frozen=True)
@@ -36,7 +85,18 @@ class SurveyProfile:
         depth_m5: published median 5-sigma point-source depth of one exposure (mag), for validation.
         reference_exposures: number of science-like exposures stacked into the reference image.
         reference_seeing_factor: reference FWHM / median science FWHM (references select good seeing).
-        transparency_sigma: frame-to-frame extinction spread (mag), from thin cloud.
+        transparency_sigma: frame-to-frame extinction spread (mag) on clear nights (airmass, dust).
+        exposure_times: exposure times (s) the survey's programs use; ``()`` for ``exposure_time`` only.
+            ``zero_point`` is for ``exposure_time``; other exposures scale it by ``2.5 log10(t / t0)``.
+        exposure_time_weights: share of exposures at each of ``exposure_times``.
+        clear_fraction: share of exposures taken through a clear sky.
+        cloud_extinction: mean extinction (mag) of the exposures taken through cloud (exponential).
+        cloud_max_extinction: the survey stops observing beyond this extinction (mag).
+        cloud_patchiness: fractional rms of the transparency across a frame per magnitude of cloud.
+        cutouts: the alert cutout convention.
+        alert_features: features the survey's alerts carry at alert time (None: all of them).
+        alert_cuts: feature -> [min, max] (either null) that a detection must meet to be issued as an
+            alert (the stream's own selection, so that the simulated candidates are the stream's).
     """
 
     name: str
@@ -57,6 +117,68 @@ class SurveyProfile:
     reference_exposures: int = 20
     reference_seeing_factor: float = 0.85
     transparency_sigma: float = 0.05
+    exposure_times: tuple[float, ...] = ()
+    exposure_time_weights: tuple[float, ...] = ()
+    clear_fraction: float = 1.0
+    cloud_extinction: float = 0.0
+    cloud_max_extinction: float = 5.0
+    cloud_patchiness: float = 0.0
+    cutouts: CutoutConvention = field(default_factory=CutoutConvention)
+    alert_features: tuple[str, ...] | None = None
+    alert_cuts: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.cutouts, CutoutConvention):  # a mapping, from a Hydra config
+            object.__setattr__(self, "cutouts", CutoutConvention(**self.cutouts))
+        cuts = {str(k): (v[0], v[1]) for k, v in dict(self.alert_cuts).items()}
+        object.__setattr__(self, "alert_cuts", cuts)
+        for name in ("exposure_times", "exposure_time_weights"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        if self.alert_features is not None:
+            object.__setattr__(self, "alert_features", tuple(self.alert_features))
+        if len(self.exposure_times) != len(self.exposure_time_weights):
+            raise ValueError(
+                f"survey {self.name}: exposure_times {self.exposure_times} and exposure_time_weights "
+                f"{self.exposure_time_weights} differ in length"
+            )
+        if not 0.0 <= self.clear_fraction <= 1.0:
+            raise ValueError(
+                f"survey {self.name}: clear_fraction must be in [0, 1], got {self.clear_fraction}"
+            )
+
+    def issued(self, candidates: pd.DataFrame) -> np.ndarray:
+        """Which detections the survey issues as alerts (``alert_cuts``; all when there are none)."""
+        keep = np.ones(len(candidates), bool)
+        for name, (lo, hi) in self.alert_cuts.items():
+            if name not in candidates:
+                raise KeyError(f"survey {self.name}: alert cut on {name!r}, which is not a measured feature")
+            values = candidates[name].to_numpy(float)
+            if lo is not None:
+                keep &= values >= lo
+            if hi is not None:
+                keep &= values <= hi
+        return keep
+
+    def draw_conditions(self, rng: np.random.Generator) -> ExposureConditions:
+        """Exposure time, extinction and zero point of one science exposure.
+
+        Clear exposures lose ``|N(0, transparency_sigma)|`` mag; the others are taken through cloud
+        with an exponential extinction of mean ``cloud_extinction`` (at most ``cloud_max_extinction``),
+        and their transparency varies across the frame by ``cloud_patchiness`` per magnitude of cloud.
+        """
+        if self.exposure_times:
+            w = np.asarray(self.exposure_time_weights, float)
+            t = float(rng.choice(np.asarray(self.exposure_times), p=w / w.sum()))
+        else:
+            t = self.exposure_time
+        extinction = abs(rng.normal(0, self.transparency_sigma))
+        patchy = 0.0
+        if rng.uniform() >= self.clear_fraction and self.cloud_extinction > 0:
+            cloud = min(rng.exponential(self.cloud_extinction), self.cloud_max_extinction)
+            extinction += cloud
+            patchy = self.cloud_patchiness * cloud
+        zp = self.zero_point + 2.5 * np.log10(t / self.exposure_time) - extinction
+        return ExposureConditions(t, float(extinction), float(zp), float(patchy))
 
     @property
     def pixel_area(self) -> float:

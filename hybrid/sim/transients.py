@@ -6,7 +6,12 @@
 * ``nuclear`` -- at a galaxy core (AGN flares, TDEs), brightening or fading against the reference;
 * ``variable_star`` -- a catalogued star whose flux differs from the reference;
 * ``asteroid`` -- a point source with no counterpart, new at every epoch, trailed when fast (NEOs);
-* ``hostless`` -- a point source far from any galaxy.
+* ``hostless`` -- a point source far from any galaxy;
+* ``agn`` -- an active nucleus: a point source at a galaxy core that is in the reference too and
+  flickers by tenths of a magnitude (stochastic variability, MacLeod et al. 2010, ApJ 721, 1014), so
+  half of its detections are negative;
+* ``cv`` -- a dwarf nova: a faint blue star (quiescent below the survey depth) in outburst by 2-6 mag
+  in some epochs (Warner 1995, Cataclysmic Variable Stars).
 
 Magnitudes reach below the detection limit, so completeness against magnitude can be measured.
 All fluxes are in ADU at the survey's nominal zero point; each exposure scales them by its own
@@ -53,6 +58,13 @@ class TransientConfig:
     known_asteroid_fraction: float = 0.95
     hostless_mag_range: tuple[float, float] = (-3.0, 0.7)
     hostless_min_separation: float = 4.0  # R_e of any galaxy
+    agn_per_field: float = 0.0
+    agn_abs_mag: tuple[float, float] = (-21.0, 1.5)  # nucleus, mean and sigma
+    agn_variability: tuple[float, float] = (0.05, 0.6)  # mag rms between epochs, log-uniform
+    cv_per_field: float = 0.0
+    cv_quiescent_range: tuple[float, float] = (0.0, 3.0)  # mag below the survey depth
+    cv_outburst_amplitude: tuple[float, float] = (2.0, 6.0)  # mag
+    cv_outburst_probability: float = 0.5  # per epoch
 
 
 def _light_curve(cfg: TransientConfig, phase: np.ndarray) -> np.ndarray:
@@ -197,6 +209,52 @@ def draw_persistent(
         )
         fluxes.append(to_adu(peak[:, None] + _light_curve(cfg, phase0[:, None] + epoch_days[None, :])))
 
+    # AGN: a point-like nucleus present in the reference, flickering in each science epoch
+    hosts = pick_hosts(rng.poisson(cfg.agn_per_field))
+    if hosts.size:
+        g = galaxies.iloc[hosts]
+        nucleus = to_adu(rng.normal(*cfg.agn_abs_mag, hosts.size) + distance_modulus(g["z"].to_numpy()))
+        rms = 10 ** rng.uniform(*np.log10(cfg.agn_variability), hosts.size)
+        sci = nucleus[:, None] * 10 ** (-0.4 * rms[:, None] * rng.standard_normal((hosts.size, n_epochs)))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "type": "agn",
+                    "x": g["x"].to_numpy(),
+                    "y": g["y"].to_numpy(),
+                    "host": hosts,
+                    "star": -1,
+                    "host_offset": 0.0,
+                    "host_offset_re": 0.0,
+                    "ref_flux": nucleus,
+                }
+            )
+        )
+        fluxes.append(sci)
+
+    # dwarf novae: a faint quiescent star in the reference, in outburst in some epochs
+    n = rng.poisson(cfg.cv_per_field)
+    if n:
+        ny, nx = shape
+        quiescent = to_adu(survey.depth_m5 + rng.uniform(*cfg.cv_quiescent_range, n))
+        outburst = 10 ** (0.4 * rng.uniform(*cfg.cv_outburst_amplitude, (n, n_epochs)))
+        active = rng.uniform(size=(n, n_epochs)) < cfg.cv_outburst_probability
+        rows.append(
+            pd.DataFrame(
+                {
+                    "type": "cv",
+                    "x": rng.uniform(0, nx - 1, n),
+                    "y": rng.uniform(0, ny - 1, n),
+                    "host": -1,
+                    "star": -1,
+                    "host_offset": np.nan,
+                    "host_offset_re": np.nan,
+                    "ref_flux": quiescent,
+                }
+            )
+        )
+        fluxes.append(quiescent[:, None] * np.where(active, outburst, 1.0))
+
     if not rows:
         empty = pd.DataFrame(
             columns=["type", "x", "y", "host", "star", "host_offset", "host_offset_re", "ref_flux"]
@@ -208,9 +266,15 @@ def draw_persistent(
 
 
 def draw_asteroids(
-    rng: np.random.Generator, cfg: TransientConfig, survey: SurveyProfile, shape: tuple[int, int]
+    rng: np.random.Generator,
+    cfg: TransientConfig,
+    survey: SurveyProfile,
+    shape: tuple[int, int],
+    exposure_time: float | None = None,
 ) -> pd.DataFrame:
-    """Asteroids of one epoch: x, y (px, mid-exposure), flux, trail length (px) and angle, known flag."""
+    """Asteroids of one epoch: x, y (px, mid-exposure), flux, trail length (px) and angle, known flag.
+
+    ``exposure_time`` (s; default the profile's) sets the trail length."""
     n = rng.poisson(cfg.asteroids_per_epoch)
     lo, hi = survey.depth_m5 + np.array(cfg.asteroid_mag_range)
     u = rng.uniform(size=n)
@@ -220,7 +284,7 @@ def draw_asteroids(
     rate = np.where(
         neo, cfg.neo_rate * 10 ** rng.normal(0, 0.3, n), cfg.asteroid_rate * 10 ** rng.normal(0, 0.2, n)
     )
-    trail = rate * survey.exposure_time / 60.0 / survey.pixel_scale
+    trail = rate * (exposure_time or survey.exposure_time) / 60.0 / survey.pixel_scale
     known = (mag < survey.depth_m5 + cfg.known_asteroid_margin) & (
         rng.uniform(size=n) < cfg.known_asteroid_fraction
     )

@@ -12,8 +12,6 @@ from abc import ABC, abstractmethod
 from hybrid.exposure import Difference, Exposure
 from hybrid.registry import Registry
 
-SUBTRACTORS: Registry[Subtractor] = Registry("subtractor", __name__)
-
 
 class Subtractor(ABC):
     """Contract: both exposures are on one pixel grid and background subtracted; the result is in
@@ -23,6 +21,9 @@ class Subtractor(ABC):
 
     @abstractmethod
     def subtract(self, science: Exposure, reference: Exposure) -> Difference: ...
+
+
+SUBTRACTORS: Registry[Subtractor] = Registry("subtractor", __name__, contract=Subtractor)
 
 
 __all__ = ["SUBTRACTORS", "Subtractor"]

@@ -58,11 +58,10 @@ from threadpoolctl import threadpool_limits
 
 from hybrid.exposure import Difference, Exposure, InvalidExposureError, Mask, adu_ratio, check_aligned
 from hybrid.psf import PSF, fit_moffat
+from hybrid.stats import MAD_TO_SIGMA
 from hybrid.subtraction import SUBTRACTORS, Subtractor
 from hybrid.subtraction.stars import StarSelection, require_stars, select_stars
 from hybrid.subtraction.zogy import check_background, crop_kernel, embed_kernel
-
-_MAD_TO_SIGMA = 1.482602218505602
 
 # source windows (n, S + 2h, S + 2h), target and weight stamps (n, S*S), stamp centres x and y
 Stamps = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -413,7 +412,7 @@ class AlardLuptonSubtractor(Subtractor):
             theta = solve(active)
             c2 = chi2(theta)
             med = np.median(c2[active])
-            sigma = _MAD_TO_SIGMA * np.median(np.abs(c2[active] - med))
+            sigma = MAD_TO_SIGMA * np.median(np.abs(c2[active] - med))
             new = c2 <= med + self.clip_sigma * max(sigma, 1e-3 * med)
             if np.array_equal(new, active):
                 break

@@ -35,6 +35,7 @@ import sep
 from scipy import ndimage
 
 from hybrid.exposure import Exposure, InvalidExposureError
+from hybrid.stats import mad_sigma
 from hybrid.subtraction.stars import UNUSABLE
 
 _RATIO_FLOOR = 0.005  # fractional systematic floor of each star's flux ratio
@@ -156,7 +157,7 @@ def estimate_psf(
         psf = np.median(cube, axis=0)
     else:  # (S/N)^2-weighted mean of the pixels within 3 robust sigma of the median
         med = np.median(cube, axis=0)
-        sig = 1.4826 * np.median(np.abs(cube - med), axis=0)
+        sig = mad_sigma(cube, axis=0)
         w = (np.abs(cube - med) <= 3.0 * np.maximum(sig, 1e-12)) * snr2[:, None, None]
         psf = (cube * w).sum(axis=0) / np.maximum(w.sum(axis=0), 1e-30)
     # the light of neighbours and unresolved sources leaves a pedestal under the stack (in crowded
@@ -276,7 +277,7 @@ def fit_flux_ratio(
             f"flux-ratio fit, but {min_stars} are needed"
         )
     # start from the median so that a few wild ratios cannot drag the first mean
-    keep = np.abs(r - np.median(r)) <= clip * sigma + 1.4826 * np.median(np.abs(r - np.median(r)))
+    keep = np.abs(r - np.median(r)) <= clip * sigma + mad_sigma(r)
     for _ in range(10):
         w = 1.0 / sigma[keep] ** 2
         mean = float(np.sum(w * r[keep]) / np.sum(w))

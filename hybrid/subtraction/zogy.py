@@ -74,6 +74,7 @@ from scipy import ndimage
 
 from hybrid.exposure import Difference, Exposure, InvalidExposureError, Mask, adu_ratio, check_aligned
 from hybrid.psf import ImagePSF
+from hybrid.stats import MAD_TO_SIGMA, mad_sigma
 from hybrid.subtraction import SUBTRACTORS, Subtractor
 from hybrid.subtraction.psf_estimation import (
     aligned_stamps,
@@ -87,7 +88,6 @@ from hybrid.subtraction.psf_estimation import (
 from hybrid.subtraction.stars import StarSelection, require_stars, select_stars
 from hybrid.subtraction.tiling import Tile, TiledPSF, make_tiles, tile_edges
 
-_MAD_TO_SIGMA = 1.482602218505602  # 1 / Phi^-1(3/4)
 log = logging.getLogger(__name__)
 
 
@@ -124,9 +124,7 @@ def crop_kernel(array: np.ndarray, size: int) -> np.ndarray:
 def _robust_sigma(image: np.ndarray, variance: np.ndarray, valid: np.ndarray, method: str) -> float:
     if method == "variance":
         return float(np.sqrt(np.median(variance[valid])))
-    values = image[valid].astype(np.float64)
-    med = np.median(values)
-    return float(_MAD_TO_SIGMA * np.median(np.abs(values - med)))
+    return mad_sigma(image[valid].astype(np.float64))
 
 
 def robust_sigma(exp: Exposure, valid: np.ndarray, method: str) -> float:
@@ -306,7 +304,7 @@ def registration_model(
         for _ in range(5):
             coef = np.linalg.lstsq(design[keep], d[keep], rcond=None)[0]
             resid = d - design @ coef
-            sigma = _MAD_TO_SIGMA * float(np.median(np.abs(resid[keep])))
+            sigma = MAD_TO_SIGMA * float(np.median(np.abs(resid[keep])))
             new = np.abs(resid) <= clip * max(sigma, 1e-3)
             if new.sum() < design.shape[1] or np.array_equal(new, keep):
                 break
@@ -329,7 +327,7 @@ def registration_rms(science: Exposure, stars: pd.DataFrame) -> tuple[float, flo
     out = []
     for d in (offsets["dx"].to_numpy(), offsets["dy"].to_numpy()):
         med = float(np.median(d))
-        out.append(math.hypot(med, _MAD_TO_SIGMA * float(np.median(np.abs(d - med)))))
+        out.append(math.hypot(med, MAD_TO_SIGMA * float(np.median(np.abs(d - med)))))
     return out[0], out[1]
 
 

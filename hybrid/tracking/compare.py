@@ -22,6 +22,7 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from hybrid.evaluation.evaluate import save_figure
+from hybrid.markdown import markdown_table
 from hybrid.tracking.runs import Run
 
 __all__ = ["DEFAULT_METRICS", "Comparison", "compare", "lower_is_better", "varying_keys"]
@@ -95,12 +96,12 @@ class Comparison:
         """The table as Markdown: ``mean ± std`` over seeds; the best value of each metric in bold
         (counts such as ``n_test`` or ``parameters`` are shown, not ranked)."""
         head = [*self.keys, "seeds", *self.metrics]
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         best = {}
         for m in self.metrics:
             col = self.table[f"{m}_mean"]
             if col.notna().any() and not m.startswith(_NOT_RANKED):
                 best[m] = col.min() if lower_is_better(m) else col.max()
+        rows = []
         for _, row in self.table.iterrows():
             cells = [_fmt(row[k]) for k in self.keys] + [str(int(row["n"]))]
             for m in self.metrics:
@@ -111,8 +112,8 @@ class Comparison:
                 places = 0 if m.startswith(_NOT_RANKED) and float(mean).is_integer() else digits
                 text = f"{mean:.{places}f}" + (f" ± {std:.{places}f}" if row["n"] > 1 else "")
                 cells.append(f"**{text}**" if m in best and mean == best[m] and len(self.table) > 1 else text)
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+            rows.append(cells)
+        return "\n".join(markdown_table(head, rows))
 
 
 def _fmt(value: object) -> str:

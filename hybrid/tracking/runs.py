@@ -9,13 +9,14 @@ by what was swept even where the resolved config no longer names it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from hybrid.rundir import RunDir
 
 __all__ = ["Run", "find_runs", "flatten", "wandb_runs"]
 
@@ -75,8 +76,8 @@ def _hydra_labels(run_dir: Path) -> dict[str, Any]:
 
 def load_run(run_dir: Path) -> Run:
     """The run in ``run_dir`` (which holds ``metrics.json``)."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    config_yaml = run_dir / "config.yaml"
+    metrics = RunDir(run_dir).metrics()
+    config_yaml = RunDir(run_dir).config_path
     config = flatten(yaml.safe_load(config_yaml.read_text()) or {}) if config_yaml.exists() else {}
     for key, value in _hydra_labels(run_dir).items():
         config[key] = "[" + ", ".join(map(str, value)) + "]" if isinstance(value, list) else value

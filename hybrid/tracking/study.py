@@ -29,12 +29,12 @@ from pathlib import Path
 
 import yaml
 
+from hybrid.config import REPO_ROOT as ROOT
 from hybrid.tracking.compare import compare, write_report
 from hybrid.tracking.runs import Run, find_runs
 
 __all__ = ["Study", "load_study", "run_study"]
 
-ROOT = Path(__file__).resolve().parents[2]
 # overrides that choose where and how fast a study runs, not what it measures
 EXECUTION_OVERRIDES = (
     "hydra/launcher",

@@ -17,12 +17,16 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from hybrid.data.dataset import DatasetError, read_dataset
+from hybrid.data.dataset import DatasetError, ModelInputs, select_inputs
 from hybrid.taxonomy import TRANSIENT_TYPES
 
 
 class SplitTensors:
-    """One split's stamps, features and labels as tensors, with the rows they came from."""
+    """One split's stamps, features and labels as tensors, with the rows they came from.
+
+    Rows without labels (real alerts: no ``label_real`` / ``label_type`` column) get ``label_real``
+    NaN and ``label_type`` -1, so nothing can train on them by accident.
+    """
 
     def __init__(
         self, stamps: np.ndarray, table: pd.DataFrame, features: list[str], channels: list[int]
@@ -35,8 +39,24 @@ class SplitTensors:
         else:  # no stamp channels (catalog-only training with train.channels=[]): nothing to read
             self.image = torch.zeros((len(self.rows), 0, *stamps.shape[2:]), dtype=torch.float32)
         self.features = torch.tensor(table[features].to_numpy(np.float32))
-        self.label_real = torch.tensor(table["label_real"].to_numpy(np.float32))
-        self.label_type = torch.tensor(table["label_type"].map(TRANSIENT_TYPES.index).to_numpy(np.int64))
+        n = len(table)
+        labelled = "label_real" in table.columns and "label_type" in table.columns
+        real = table["label_real"].to_numpy(np.float32) if labelled else np.full(n, np.nan, np.float32)
+        kind = (
+            table["label_type"].map(TRANSIENT_TYPES.index).to_numpy(np.int64) if labelled else np.full(n, -1)
+        )
+        self.label_real, self.label_type = torch.tensor(real), torch.tensor(kind)
+
+    @classmethod
+    def from_inputs(cls, inputs: ModelInputs, table: pd.DataFrame | None = None) -> SplitTensors:
+        """The selected rows of :func:`hybrid.data.dataset.select_inputs` (or ``table``, a subset of
+        its rows) as tensors."""
+        return cls(
+            inputs.dataset.stamps,
+            inputs.table if table is None else table,
+            inputs.features,
+            inputs.channel_index,
+        )
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -119,20 +139,11 @@ class CandidateDataModule(L.LightningDataModule):
         max_train_rows: int | None = None,
     ) -> None:
         super().__init__()
-        ds = read_dataset(root)
+        inputs = select_inputs(root, features=features, channels=channels)
         self.root = Path(root)
-        self.meta = ds.meta
-        self.feature_names = list(ds.meta["features"]) if features is None else list(features)
-        missing = [f for f in self.feature_names if f not in ds.candidates.columns]
-        if missing:
-            raise DatasetError(f"{self.root / 'candidates.parquet'}: missing feature columns {missing}")
-        names = ds.meta["channels"]
-        self.channel_names = list(names) if channels is None else list(channels)
-        unknown = [c for c in self.channel_names if c not in names]
-        if unknown:
-            raise DatasetError(f"{self.root / 'meta.json'}: unknown channels {unknown}; available: {names}")
-        channel_index = [names.index(c) for c in self.channel_names]
-        table = ds.candidates
+        self.meta = inputs.dataset.meta
+        self.feature_names, self.channel_names = inputs.features, inputs.channels
+        table = inputs.table
         if label_sources is not None:
             table = table[(table["split"] != "train") | table["label_source"].isin(label_sources)]
         train_rows = np.flatnonzero((table["split"] == "train").to_numpy())
@@ -140,10 +151,10 @@ class CandidateDataModule(L.LightningDataModule):
             drop = np.random.default_rng([seed, 0x5B5E7]).permutation(train_rows)[max_train_rows:]
             table = table.drop(index=table.index[drop])
         if relabel is not None:
-            table = relabel(table, list(ds.meta["features"]))
+            table = relabel(table, list(self.meta["features"]))
         train_mask = (table["split"] == "train").to_numpy()
         self.splits = {
-            name: SplitTensors(ds.stamps, table[mask], self.feature_names, channel_index)
+            name: SplitTensors.from_inputs(inputs, table[mask])
             for name, mask in (
                 ("train", train_mask),
                 ("val", (table["split"] == "val").to_numpy()),

@@ -4,15 +4,14 @@ on the same data with :func:`hybrid.training.train.fit`."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from hybrid.export import load_run_model
 from hybrid.models import HybridModel
+from hybrid.rundir import RunDir
 from hybrid.training.data import CandidateDataModule
 from hybrid.training.train import build_model, fit, normalize_splits
 
@@ -39,7 +38,7 @@ def train_ensemble(
 
     A finished member's directory holds ``checkpoints/best.ckpt``, ``metrics.json`` (the dataset,
     epochs and seed) and ``config.yaml`` (its resolved config, written last), so it is a run directory that
-    :func:`hybrid.export.load_run_model` (``hybrid export``, ``hybrid drift --model``) can load; a
+    :class:`hybrid.rundir.RunDir` (``hybrid export``, ``hybrid drift --model``) can load; a
     repeated call loads finished members instead of training them again, and resumes unfinished ones.
 
     Args:
@@ -59,19 +58,17 @@ def train_ensemble(
         model = build_model(mcfg, dm)
         if i == 0 and normalize:
             normalize_splits(dm, model)
-        member_dir = Path(run_dir) / f"member-{i}"
-        done = member_dir / "config.yaml"
-        if done.exists():
-            model, _, _ = load_run_model(member_dir)
-            log.info("ensemble member %d/%d loaded from %s", i + 1, n_members, member_dir)
+        member = RunDir(Path(run_dir) / f"member-{i}")
+        if member.config_path.exists():  # config.yaml, written last, marks a finished member
+            model, _, _ = member.load_model()
+            log.info("ensemble member %d/%d loaded from %s", i + 1, n_members, member.path)
         else:
-            _, epochs = fit(mcfg, dm, model, member_dir, **trainer_kwargs)
+            _, epochs = fit(mcfg, dm, model, member.path, **trainer_kwargs)
             # the member's seed is not its data's: record the dataset for the loader
-            record = {"dataset": str(dm.root), "epochs": epochs, "member": i, "seed": int(mcfg.seed)}
-            (member_dir / "metrics.json").write_text(json.dumps(record, indent=2))
-            tmp = done.with_name(done.name + ".tmp")  # config.yaml marks a finished member: atomic
-            tmp.write_text(OmegaConf.to_yaml(mcfg, resolve=True))
-            tmp.replace(done)
+            member.write_metrics(
+                {"dataset": str(dm.root), "epochs": epochs, "member": i, "seed": int(mcfg.seed)}
+            )
+            member.write_config(mcfg)
             log.info("ensemble member %d/%d trained (%d epochs)", i + 1, n_members, epochs)
         members.append(model.eval())
     return members

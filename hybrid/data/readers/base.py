@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -118,6 +118,9 @@ class AlertReader:
         raise NotImplementedError
 
 
+READERS: Registry[AlertReader] = Registry("alert reader", "hybrid.data.readers", contract=AlertReader)
+
+
 class AvroAlertReader(AlertReader):
     """Alert packets in avro object-container files whose schema name starts with ``schema_prefix``;
     subclasses turn a list of records into a chunk (``make_chunk``)."""
@@ -137,9 +140,6 @@ class AvroAlertReader(AlertReader):
     def chunks(self, path: Path, batch_size: int) -> Iterator[Chunk]:
         for records in avro_records(path, batch_size):
             yield self.make_chunk(records, str(path))
-
-
-READERS: Registry[AlertReader] = Registry("alert reader", "hybrid.data.readers")
 
 
 class ReaderError(ValueError):
@@ -335,6 +335,32 @@ def assemble(
     return AlertBatch(table[ok].reset_index(drop=True), stamps[ok], rejected, np.flatnonzero(ok))
 
 
+def add_context(batch: AlertBatch, associator: Any) -> AlertBatch:
+    """The batch with its ``ctx_*`` features (and the context class, names and sentence as text
+    columns) computed by ``associator`` -- a :class:`~hybrid.context.ContextAssociator`, the one the
+    simulated build runs (:func:`hybrid.data.build.process_field`), with its catalogue files and, for
+    alerts that carry them, the survey's own nearest sources (its ``nearby_sources`` columns)."""
+    if len(batch) == 0:
+        return batch
+    ctx = associator.features(batch.candidates.reset_index(drop=True))
+    table = batch.candidates.reset_index(drop=True).copy()
+    for name in ctx.columns:
+        values = ctx[name].to_numpy()
+        table[name] = values.astype(np.float64) if name in framework_features() else values
+    return AlertBatch(table, batch.stamps, batch.rejected)
+
+
+def context_provenance(associator: Any) -> dict[str, Any]:
+    """What ``meta.json`` records of a context configuration: mode, catalogues and the features it
+    defines (with units)."""
+    return {
+        "mode": associator.mode,
+        "catalogs": [{"name": s.name, "kind": s.kind, "path": s.path} for s in associator.catalogs],
+        "nearby_sources": associator.nearby_sources or None,
+        "features": associator.feature_units(),
+    }
+
+
 def alerts_to_dataset(
     paths: str | Path | Iterable[str | Path],
     out: str | Path,
@@ -342,11 +368,14 @@ def alerts_to_dataset(
     kind: str | None = None,
     stamp_size: int = 63,
     batch_size: int = 1024,
+    context: Any = None,
 ) -> Path:
     """Write the alerts of ``paths`` as a dataset directory (atomically), rejections in meta.json.
 
     The dataset has no labels; ``meta.json`` records the features with units, each reader's mapping
-    from survey fields to features, the rejected alerts with reasons, and the inputs.
+    from survey fields to features, the rejected alerts with reasons, and the inputs. With a
+    ``context`` associator (:class:`~hybrid.context.ContextAssociator`) the ``ctx_*`` features come
+    from its knowledge base (:func:`add_context`) instead of being missing, and meta.json says how.
     """
     paths = [paths] if isinstance(paths, str | Path) else list(paths)
     batches = list(iter_alerts(paths, kind=kind, stamp_size=stamp_size, batch_size=batch_size))
@@ -356,6 +385,8 @@ def alerts_to_dataset(
         raise DatasetError(
             f"{out}: no usable alerts in {[str(p) for p in paths]}" + (f" ({reasons})" if reasons else "")
         )
+    if context is not None:
+        batch = add_context(batch, context)
     surveys = sorted(set(batch.candidates["survey"]))
     readers = [READERS.get(n)() for n in READERS.names()]
     meta = {
@@ -371,6 +402,7 @@ def alerts_to_dataset(
         "rejected": [
             {"alert_id": r.alert_id, "source": r.source, "reason": r.reason} for r in batch.rejected
         ],
+        "context": context_provenance(context) if context is not None else None,
         "provenance": {
             "inputs": [str(p) for p in paths],
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -11,14 +11,15 @@ structs of ``fileName`` and ``stampData``), as Fink writes them.
 Mapping to the framework's features (:data:`ZTF_FEATURE_MAP`; units as in
 :data:`hybrid.detection.features.FEATURE_UNITS`). ZTF's catalogue-match fields use -999 for "no
 match", read here as missing. Fluxes are converted from magnitudes with the science zero point
-(``magzpsci``), the difference image being in science-image DN. Features ZTF does not measure the same
+fluxes are in microjansky, from the magnitudes (which ZTF calibrated with the exposure's own zero point
+``magzpsci``), so no detector unit reaches a model. Features ZTF does not measure the same
 way are left missing (NaN) and imputed by the model with a missing-value indicator:
 
 ========================  =================================================================
 feature                   ZTF source
 ========================  =================================================================
 mag_psf, sigma_mag_psf    magpsf, sigmapsf
-flux_psf                  (+1 or -1 by isdiffpos) * 10^(-0.4 (magpsf - magzpsci))  [DN]
+flux_psf                  (+1 or -1 by isdiffpos) * 10^(-0.4 (magpsf - 23.9))  [uJy]
 flux_psf_err, snr_psf     |flux_psf| sigmapsf / 1.0857, 1.0857 / sigmapsf
 flux_aper, snr_aper       the same from magap, sigmagap
 isdiffpos                 isdiffpos ('t' or '1' -> 1)
@@ -37,7 +38,9 @@ seeing_ratio, ctx_*       alert carries no host association
 ========================  =================================================================
 
 ``classtar``, ``rb``, ``drb``, ``ndethist``, ``ssdistnr``, ``fid``, ``programid`` are kept as
-``ztf_*`` columns (not features).
+``ztf_*`` columns (not features), and so are the three nearest PS1 sources within 30" (``ztf_distpsnr1``
+.. 3 in arcsec, ``ztf_sgscore1`` .. 3, ``ztf_ps1mag1`` .. 3 in the alert's band; NaN for ZTF's -999),
+which the context associator reads as the alert's own nearby stars (``conf/context/ztf_real.yaml``).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from hybrid.data.readers.base import (
     numeric_column,
     stamps_from_cutouts,
 )
+from hybrid.detection.features import AB_ZERO_POINT_UJY
 
 #: arcsec / pixel of the ZTF camera (Bellm et al. 2019)
 ZTF_PIXEL_SCALE = 1.01
@@ -74,15 +78,16 @@ USED = frozenset(
     {*REQUIRED, *EXTRAS, "candid", "xpos", "ypos", "magzpsci", "magap", "sigmagap", "chipsf", "fwhm"}
     | {"elong", "nneg", "nbad", "sumrat", "scorr", "distpsnr1", "sgmag1", "srmag1", "simag1", "sgscore1"}
     | {"diffmaglim"}
+    | {f"{field}{k}" for k in (1, 2, 3) for field in ("distpsnr", "sgscore", "sgmag", "srmag", "simag")}
 )
 
 ZTF_FEATURE_MAP: dict[str, str] = {
     "mag_psf": "magpsf",
     "sigma_mag_psf": "sigmapsf",
-    "flux_psf": "sign(isdiffpos) * 10**(-0.4 * (magpsf - magzpsci))",
+    "flux_psf": "sign(isdiffpos) * 10**(-0.4 * (magpsf - 23.9)) [uJy]",
     "flux_psf_err": "|flux_psf| * sigmapsf / 1.0857",
     "snr_psf": "1.0857 / sigmapsf",
-    "flux_aper": "sign(isdiffpos) * 10**(-0.4 * (magap - magzpsci))",
+    "flux_aper": "sign(isdiffpos) * 10**(-0.4 * (magap - 23.9)) [uJy]",
     "snr_aper": "1.0857 / sigmagap",
     "isdiffpos": "isdiffpos in ('t', '1')",
     "chi2_psf": "chipsf",
@@ -110,24 +115,32 @@ def _catalog(values: np.ndarray) -> np.ndarray:
     return np.where(values > -99, values, np.nan)
 
 
+def ps1_mag(cand: pd.DataFrame, k: int) -> np.ndarray:
+    """Magnitude of the k-th nearest PS1 source in the alert's band (g, r, i by fid; -999 kept)."""
+    fid = numeric_column(cand, "fid")
+    mags = [numeric_column(cand, f"s{b}mag{k}") for b in "gri"]
+    return np.select([fid == 1, fid == 2, fid == 3], mags, np.nan)
+
+
+def ps1_sources(cand: pd.DataFrame) -> pd.DataFrame:
+    """The three nearest PS1 sources as ``ztf_distpsnrK``, ``ztf_sgscoreK``, ``ztf_ps1magK`` columns."""
+    cols: dict[str, np.ndarray] = {}
+    for k in (1, 2, 3):
+        cols[f"ztf_distpsnr{k}"] = _catalog(numeric_column(cand, f"distpsnr{k}"))
+        cols[f"ztf_sgscore{k}"] = _catalog(numeric_column(cand, f"sgscore{k}"))
+        cols[f"ztf_ps1mag{k}"] = _catalog(ps1_mag(cand, k))
+    return pd.DataFrame(cols)
+
+
 def ztf_features(cand: pd.DataFrame) -> pd.DataFrame:
     """Framework features (see the module table) from a table of ZTF ``candidate`` records."""
     diffpos = cand["isdiffpos"].astype("string").str.lower().isin(["t", "1", "true"]).to_numpy()
     sign = np.where(diffpos, 1.0, -1.0)
-    magpsf, sigmapsf, zp = (
-        numeric_column(cand, "magpsf"),
-        numeric_column(cand, "sigmapsf"),
-        numeric_column(cand, "magzpsci"),
-    )
+    magpsf, sigmapsf = numeric_column(cand, "magpsf"), numeric_column(cand, "sigmapsf")
     magap, sigmagap = numeric_column(cand, "magap"), numeric_column(cand, "sigmagap")
-    flux = sign * 10 ** (-0.4 * (magpsf - zp))
+    flux = sign * 10 ** (-0.4 * (magpsf - AB_ZERO_POINT_UJY))
     elong = numeric_column(cand, "elong")
-    fid = numeric_column(cand, "fid")
-    ps1 = np.select(
-        [fid == 1, fid == 2, fid == 3],
-        [numeric_column(cand, "sgmag1"), numeric_column(cand, "srmag1"), numeric_column(cand, "simag1")],
-        np.nan,
-    )
+    ps1 = ps1_mag(cand, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return pd.DataFrame(
             {
@@ -136,7 +149,7 @@ def ztf_features(cand: pd.DataFrame) -> pd.DataFrame:
                 "flux_psf": flux,
                 "flux_psf_err": np.abs(flux) * sigmapsf / 1.0857,
                 "snr_psf": 1.0857 / sigmapsf,
-                "flux_aper": sign * 10 ** (-0.4 * (magap - zp)),
+                "flux_aper": sign * 10 ** (-0.4 * (magap - AB_ZERO_POINT_UJY)),
                 "snr_aper": 1.0857 / sigmagap,
                 "isdiffpos": diffpos.astype(np.float64),
                 "chi2_psf": numeric_column(cand, "chipsf"),
@@ -209,6 +222,7 @@ class ZtfChunk(Chunk):
             }
         )
         extras = pd.DataFrame({f"ztf_{name}": numeric_column(cand, name) for name in EXTRAS})
+        extras = pd.concat([extras, ps1_sources(cand)], axis=1)
         return assemble(ids, ztf_features(cand), stamps, edge, failed, self.source, extras)
 
 
