@@ -1,7 +1,7 @@
 """The `hybrid` command: thin verbs over the library (the same functions `python run.py` calls).
 
 hybrid build [OVERRIDES...]            build (or reuse) the dataset; Hydra overrides as for run.py
-hybrid bench WHAT [--fields N]         benchmarks: build, subtraction, context, train, predict (-> reports/)
+hybrid bench WHAT [--fields N]         benchmarks: build, subtraction, context, train, predict, stream
 hybrid bench real [--bundle B] [--out reports/real_ztf]
                                        a bundle on the 586 real ZTF alerts of fink-science (AUC vs drb, ...)
 hybrid realism SIM_DATASET REAL_INPUTS... [--out reports/realism_ztf]
@@ -20,6 +20,8 @@ hybrid export RUN_DIR [--format onnx] [--out DIR] [--ensemble RUN_DIR... | --mc-
                                        a training run -> export bundle (ONNX + preprocessing)
 hybrid predict BUNDLE INPUTS... --out SCORES.parquet [--kind K] [--workers N] [--batch-size B] [--context C]
 hybrid simulate --out DIR [--fields N] [OVERRIDES...]  simulated fields as FITS + truth, DIR/field-NNNN/
+hybrid stream --engine spark BUNDLE SOURCE_DIR --out SINK_DIR [--once]   Spark Structured Streaming job
+hybrid stream --engine kafka BUNDLE TOPIC[,TOPIC] --out OUT_TOPIC --bootstrap-servers HOST:PORT
 hybrid pipeline SCI.fits REF.fits --out DIR [--catalog CAT] [--bundle B] [--regions] [--pairs LIST]
                 [--workers N] [OVERRIDES...]   real frames -> candidates dataset (+ scores, DS9 regions, PNG)
 hybrid vet DATASET_OR_SCORES [--bundle B] [--queue bald|entropy|margin|random] [--port P] [OVERRIDES...]
@@ -157,6 +159,19 @@ def _main(argv: list[str] | None) -> int:
     p_sim.add_argument("--out", type=Path, required=True, help="output directory")
     p_sim.add_argument("--fields", type=int, default=1, help="number of fields (ids 0 .. N-1)")
     p_sim.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. survey=rubin sim.shape=[512,512]")
+    p_st = sub.add_parser("stream", help="score an alert stream with a bundle (Spark job or Kafka consumer)")
+    p_st.add_argument("bundle", type=Path)
+    p_st.add_argument("source", help="spark: directory of alert Parquet files; kafka: topics (a,b)")
+    p_st.add_argument("--engine", choices=["spark", "kafka"], default="spark")
+    p_st.add_argument("--out", required=True, help="spark: Parquet sink directory; kafka: output topic")
+    p_st.add_argument("--checkpoint", type=Path, help="spark: checkpoint (default OUT/_checkpoint)")
+    p_st.add_argument("--once", action="store_true", help="spark: score the files there now, then stop")
+    p_st.add_argument("--files-per-trigger", type=int, default=16, help="spark: files per micro-batch")
+    p_st.add_argument("--master", default="local[2]", help="spark: master URL")
+    p_st.add_argument("--bootstrap-servers", default="localhost:9092", help="kafka: brokers")
+    p_st.add_argument("--group", default="hybrid", help="kafka: consumer group")
+    p_st.add_argument("--batch-size", type=int, default=256, help="kafka: messages per batch")
+    p_st.add_argument("--at-least-once", action="store_true", help="kafka: no transactions")
     p_pipe = sub.add_parser("pipeline", help="real science + reference FITS frames -> candidates (+ scores)")
     p_pipe.add_argument("args", nargs="*", help="SCI.fits REF.fits, then Hydra overrides (key=value)")
     p_pipe.add_argument("--out", type=Path, required=True, help="output directory (a dataset directory)")
@@ -308,6 +323,32 @@ def _main(argv: list[str] | None) -> int:
         for r in summary.rejected:
             print(f"rejected: {r}", file=sys.stderr)
         print(summary)
+    elif args.verb == "stream" and args.engine == "spark":
+        from hybrid.serving.spark import local_session, run_stream, stream_alerts
+
+        query = stream_alerts(
+            args.bundle,
+            args.source,
+            args.out,
+            checkpoint=args.checkpoint,
+            spark=local_session(args.master),
+            files_per_trigger=args.files_per_trigger,
+            once=args.once,
+        )
+        print(f"{run_stream(query)} alerts scored into {args.out}")
+    elif args.verb == "stream":
+        from hybrid.serving.kafka import consume_and_score
+
+        written = consume_and_score(
+            args.bundle,
+            args.source.split(","),
+            args.out,
+            bootstrap_servers=args.bootstrap_servers,
+            group=args.group,
+            batch_size=args.batch_size,
+            exactly_once=not args.at_least_once,
+        )
+        print(f"{written} alerts scored into topic {args.out}")
     elif args.verb == "pipeline":
         from hybrid.exposure import InvalidExposureError
         from hybrid.pipeline import FramePair, read_pairs, run_pipeline

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-BENCHMARKS = ("build", "subtraction", "context", "train", "predict", "pipeline", "real")
+BENCHMARKS = ("build", "subtraction", "context", "train", "predict", "pipeline", "real", "stream")
 
 
 def run_benchmark(

@@ -325,6 +325,16 @@ class Bundle:
     def feature_matrix(self, table) -> np.ndarray:
         return feature_matrix(table, self.feature_names)
 
+    @property
+    def version(self) -> str:
+        """The model version: ``hybrid-`` and 16 hex digits of the SHA-256 of the files' digests.
+
+        Content-addressed (the manifest's per-file SHA-256, not the path or the export time): copies
+        of one bundle share it, and any change to graph, weights, preprocessing or labels changes it.
+        """
+        digests = json.dumps(self.manifest["sha256"], sort_keys=True).encode()
+        return "hybrid-" + hashlib.sha256(digests).hexdigest()[:16]
+
 
 def session_options(threads: int = 0):
     """onnxruntime options: ``threads`` intra-op threads (0: onnxruntime's default), sequential graph."""

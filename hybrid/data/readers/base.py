@@ -91,11 +91,16 @@ class Rejection:
 
 @dataclass
 class AlertBatch:
-    """Decoded candidates (one row per usable alert) with their stamps, and the rejected alerts."""
+    """Decoded candidates (one row per usable alert) with their stamps, and the rejected alerts.
+
+    ``rows`` (set by readers that decode one chunk) are the positions of the candidates among the
+    chunk's alerts, so one output row per input alert can be put back in input order (Spark, Kafka).
+    """
 
     candidates: pd.DataFrame
     stamps: np.ndarray
     rejected: list[Rejection] = field(default_factory=list)
+    rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.candidates)
@@ -394,8 +399,8 @@ def assemble(
     table = pd.concat(parts, axis=1)
     rejected = [Rejection(str(ids["alert_id"].iloc[i]), source, failed[i]) for i in sorted(failed)]
     if ok.all():
-        return AlertBatch(table, stamps, rejected)
-    return AlertBatch(table[ok].reset_index(drop=True), stamps[ok], rejected)
+        return AlertBatch(table, stamps, rejected, np.arange(n))
+    return AlertBatch(table[ok].reset_index(drop=True), stamps[ok], rejected, np.flatnonzero(ok))
 
 
 def duplicate_ids(alert_ids: Sequence[str], seen: set[str]) -> np.ndarray:
