@@ -347,7 +347,8 @@ def test_every_associator_honours_the_contract(name: str) -> None:
 def test_simulated_datasets_carry_context_features() -> None:
     from hybrid.data.build import process_field
 
-    cfg = load_config([*SMALL, "sim.shape=[384,384]"])
+    # more SNe than a survey field has, so that a small frame holds enough of them
+    cfg = load_config([*SMALL, "sim.shape=[384,384]", "sim.transients.sn_per_field=200"])
     c = pd.concat([process_field(cfg, f).candidates for f in range(2)], ignore_index=True)
     assert set(CONTEXT_FEATURE_UNITS) <= set(c.columns) and "ctx_sentence" in c.columns
     sn = c[c["truth_type"] == "sn"]

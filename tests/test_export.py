@@ -24,6 +24,7 @@ from hybrid.export import (
 from hybrid.export.bundle import MANIFEST, sha256
 from hybrid.models import StampNormalizer
 from hybrid.taxonomy import TRANSIENT_TYPES
+from tests.conftest import survey_profile
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,8 @@ def test_bundle_holds_what_the_contract_says(tiny_bundle: Path, tiny_run: Path) 
         "manifest.json",
     }
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
-    assert manifest["inputs"] == {"image": ["batch", 3, 31, 31], "tabular": ["batch", 41]}
+    n_features = len(survey_profile("ztf").alert_features)  # the ZTF model sees what ZTF alerts carry
+    assert manifest["inputs"] == {"image": ["batch", 3, 31, 31], "tabular": ["batch", n_features]}
     assert manifest["outputs"] == {"score": ["batch"], "p_types": ["batch", len(TRANSIENT_TYPES)]}
     assert set(manifest["versions"]) >= {"torch", "onnx", "onnxruntime", "numpy", "hybrid"}
     assert manifest["sha256"]["model.onnx"] == sha256(tiny_bundle / "model.onnx")

@@ -20,7 +20,7 @@ from hybrid.tasks import train
 TINY = [
     "sim.shape=[512,512]",
     "sim.epochs_per_field=2",
-    "data.n_fields=6",
+    "data.n_fields=10",
     "data.workers=1",
     "data.progress=false",
     "data.stamp_size=31",
