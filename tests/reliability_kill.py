@@ -185,7 +185,9 @@ def concurrent_predict_trial(work: Path, bundle: Path) -> Trial:
     out = work / "shared.parquet"
     cmd = predict_command(bundle, inputs, out)
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV) for _ in range(2)]
-    codes = [p.wait(timeout=600) for p in procs]
+    for p in procs:  # communicate: read both pipes to the end and close them
+        p.communicate(timeout=600)
+    codes = [p.returncode for p in procs]
     trial = Trial("two hybrid predict on one --out", [])
     same, detail = compare_scores(work / "whole.parquet", out)
     trial.identical = same and codes == [0, 0]

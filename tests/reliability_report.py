@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def tiny_bundle(root: Path) -> Path:
     """The tiny run of tests/conftest.py, trained and exported under ``root``."""
     from hybrid.cli import load_config, main
-    from hybrid.training.train import train
+    from hybrid.tasks import train
     from tests.conftest import TINY_RUN
 
     train(load_config([*TINY_RUN, f"paths.cache_dir={root / 'cache'}", f"run_dir={root / 'run'}"]))

@@ -401,8 +401,9 @@ def test_training_with_label_noise_end_to_end(overrides: list[str], tmp_path: Pa
         assert any(k.startswith("peer.") for k in state)
     else:
         assert metrics["flagged"] == int(records["flagged"].sum()) > 0 and 0 <= metrics["flag_precision"] <= 1
-    if "handling=catalog" in overrides:  # the catalogues flag only truly real detections labelled bogus
-        assert metrics["flag_precision"] == 1.0
+    if "handling=catalog" in overrides:  # the catalogues flag real detections labelled bogus, and the
+        # rare true residual at a catalogued variable star (a bright star's, under patchy cloud)
+        assert metrics["flag_precision"] >= 0.95
     if "train.max_rows=300" in overrides:
         assert metrics["n_train"] <= 300
 

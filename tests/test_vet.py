@@ -213,7 +213,7 @@ def _vote_like_an_oracle(store: VoteStore, dataset: str, table: pd.DataFrame, n:
 
 @pytest.mark.slow
 def test_run_py_trains_on_the_human_label_source(tiny_run: Path, tmp_path: Path) -> None:
-    from hybrid.training.train import train
+    from hybrid.tasks import train
 
     dataset = Path(json.loads((tiny_run / "metrics.json").read_text())["dataset"])
     table = pd.read_parquet(dataset / "candidates.parquet")
