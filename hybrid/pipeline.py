@@ -55,7 +55,7 @@ from hybrid.data.dataset import (
     write_dataset_streaming,
 )
 from hybrid.data.fits import read_catalog
-from hybrid.data.frames import PairCandidates, StageTimer, pair_candidates, with_context
+from hybrid.data.frames import PairCandidates, StageTimer, pair_candidates, survey_stamps, with_context
 from hybrid.data.real_frames import (
     FrameFormat,
     fit_zero_point,
@@ -317,7 +317,15 @@ def process_pair(cfg: DictConfig | dict, pair: FramePair) -> PairProducts:
         candidates=n,
         difference=products.frame.difference.method,
     )
-    return PairProducts(pair.name, table, products.stamps.images(), products, info, dict(timer.seconds))
+    cube = survey_stamps(
+        products.stamps,
+        products.candidates,
+        science,
+        products.frame,
+        instantiate(cfg.survey).cutouts,
+        fill_value=float(cfg.data.fill_value),
+    )
+    return PairProducts(pair.name, table, cube, products, info, dict(timer.seconds))
 
 
 def _context(cfg: DictConfig, catalog: pd.DataFrame | None, info: dict) -> tuple[Any, Any]:

@@ -52,11 +52,10 @@ from hybrid.data.dataset import (
     write_dataset,
     write_dataset_streaming,
 )
-from hybrid.data.frames import StageTimer, pair_candidates, with_context
+from hybrid.data.frames import StageTimer, pair_candidates, survey_stamps, with_context
 from hybrid.data.splits import assign_splits
 from hybrid.detection import FEATURE_UNITS
 from hybrid.detection.candidates import CHANNELS
-from hybrid.detection.stamps import cut_stamps
 from hybrid.sim.field import simulate_field
 from hybrid.sim.survey import CutoutConvention
 from hybrid.taxonomy import BOGUS_KINDS, LABEL_SOURCES, TRANSIENT_TYPES
@@ -137,15 +136,7 @@ def process_field(cfg: DictConfig | dict, field_id: int) -> FieldProducts:
         rows = with_context(rows, context, kb, timer)
         tables.append(rows)
         with timer("cut"):
-            sky = epoch.science.image - frame.science.image  # the background the pipeline removed
-            stamps.append(
-                kept.images(
-                    survey.cutouts,
-                    sign=np.where(rows["isdiffpos"].to_numpy(bool), 1, -1),
-                    sky=cut_stamps(sky, rows["x"].to_numpy(), rows["y"].to_numpy(), size, fill),
-                    template_scale=10 ** (0.4 * (frame.science.zero_point - fld.reference.zero_point)),
-                )
-            )
+            stamps.append(survey_stamps(kept, rows, epoch.science, frame, survey.cutouts, fill_value=fill))
     with timer("label"):
         table = pd.concat(tables, ignore_index=True)
         table.insert(0, "field", field_id)

@@ -24,7 +24,9 @@ import pandas as pd
 from hybrid.context import ContextAssociator, KnowledgeBase
 from hybrid.detection import Detector, subtract_background
 from hybrid.detection.candidates import Frame, StampSet
+from hybrid.detection.stamps import cut_stamps
 from hybrid.exposure import Exposure
+from hybrid.sim.survey import CutoutConvention
 from hybrid.subtraction import Subtractor
 
 
@@ -105,3 +107,26 @@ def with_context(
         return table
     with (timer or StageTimer())("context"):
         return pd.concat([table, context.features(table, kb)], axis=1)
+
+
+def survey_stamps(
+    stamps: StampSet,
+    rows: pd.DataFrame,
+    science: Exposure,
+    frame: Frame,
+    convention: CutoutConvention,
+    *,
+    fill_value: float = np.nan,
+) -> np.ndarray:
+    """The (N, 3, S, S) cube of ``stamps`` (at ``rows``' ``x``, ``y``, ``isdiffpos``) in the survey's
+    cutout convention: the sky is the background that ``frame``'s science image lost against
+    ``science`` as it came (none when it came background-subtracted), the template scale the ratio of
+    the two images' zero points."""
+    size = stamps.diff.shape[-1]
+    sky = science.image - frame.science.image
+    return stamps.images(
+        convention,
+        sign=np.where(rows["isdiffpos"].to_numpy(bool), 1, -1),
+        sky=cut_stamps(sky, rows["x"].to_numpy(), rows["y"].to_numpy(), size, fill_value),
+        template_scale=10 ** (0.4 * (frame.science.zero_point - frame.reference.zero_point)),
+    )
