@@ -57,6 +57,22 @@ def _start(args: list[str], cwd: Path, url: str, log: Path) -> subprocess.Popen:
     raise RuntimeError(f"hybrid vet did not answer at {url}: {log.read_text()[-2000:]}")
 
 
+def _gone(element):
+    """Wait condition: ``element`` has left the page. Selenium's ``staleness_of`` can itself fail
+    while Chromium replaces the document ("Node with given id does not belong to the document");
+    any such error means the node is gone."""
+    from selenium.common.exceptions import WebDriverException
+
+    def check(_driver) -> bool:
+        try:
+            element.is_enabled()
+        except WebDriverException:
+            return True
+        return False
+
+    return check
+
+
 def _images_loaded(driver) -> bool:
     return driver.execute_script("return [...document.images].every(i => i.complete && i.naturalWidth)")
 
@@ -102,7 +118,7 @@ def test_label_ten_with_the_keyboard_kill_restart_and_find_them(
         name_box = browser.find_element(By.NAME, "name")
         name_box.clear()
         name_box.send_keys("ann\n")  # the volunteer names themselves (a cookie)
-        wait.until(EC.staleness_of(name_box))
+        wait.until(_gone(name_box))
         browser.find_element(By.ID, "start").click()
         labelled: dict[str, str] = {}
         for i, key in enumerate(KEYS):
@@ -113,7 +129,7 @@ def test_label_ten_with_the_keyboard_kill_restart_and_find_them(
                 wait.until(_images_loaded)
                 browser.save_screenshot(str(shots / "vet_candidate.png"))
             browser.find_element(By.TAG_NAME, "body").send_keys(key)
-            wait.until(EC.staleness_of(current))
+            wait.until(_gone(current))
             labelled[name] = key
         # undo the tenth label with the keyboard, and label it again
         browser.find_element(By.TAG_NAME, "body").send_keys("u")
@@ -121,7 +137,7 @@ def test_label_ten_with_the_keyboard_kill_restart_and_find_them(
         assert "You have not voted" in browser.find_element(By.ID, "keys").text
         old = browser.find_element(By.ID, "key")
         browser.find_element(By.TAG_NAME, "body").send_keys(KEYS[-1])
-        wait.until(EC.staleness_of(old))
+        wait.until(_gone(old))
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait(10)
