@@ -201,9 +201,8 @@ def plot_score_histograms(table: pd.DataFrame, path: str | Path, *, threshold: f
         ax.set(title=Path(str(src)).name, xlabel="model score", ylabel="alerts")
         ax.title.set_fontsize(8)
         ax.legend(fontsize=7)
-    fig.tight_layout()
+    from hybrid.evaluation.evaluate import save_figure
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -476,12 +476,11 @@ def plot_histograms(sim: pd.DataFrame, real: pd.DataFrame, columns: list[str], p
     for ax in axes.ravel()[len(columns) :]:
         ax.axis("off")
     axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
+    from hybrid.evaluation.evaluate import save_figure
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_realism_report(

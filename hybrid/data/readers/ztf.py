@@ -76,7 +76,7 @@ CUTOUTS = {"sci": "cutoutScience", "ref": "cutoutTemplate", "diff": "cutoutDiffe
 EXTRAS = ("classtar", "rb", "drb", "ndethist", "ssdistnr", "fid", "programid")
 #: every candidate field this reader uses (the others are not converted)
 USED = frozenset(
-    {*REQUIRED, *EXTRAS, "candid", "xpos", "ypos", "magzpsci", "magap", "sigmagap", "chipsf", "fwhm"}
+    {*REQUIRED, *EXTRAS, "candid", "xpos", "ypos", "magap", "sigmagap", "chipsf", "fwhm"}
     | {"elong", "nneg", "nbad", "sumrat", "scorr", "distpsnr1", "sgmag1", "srmag1", "simag1", "sgscore1"}
     | {"diffmaglim"}
     | {f"{field}{k}" for k in (1, 2, 3) for field in ("distpsnr", "sgscore", "sgmag", "srmag", "simag")}
