@@ -20,7 +20,10 @@ On stamp cubes ``(N, S, S)`` centred on candidates (forced photometry at the sta
 * :func:`forced_psf_fluxes` -- the inverse-variance weighted (optimal) PSF flux at a fixed position
   (Naylor 1998, MNRAS 296, 339) with its error and reduced chi^2; the measurement of ZTF's
   ``magpsf`` (Masci et al. 2019, PASP 131, 018003);
-* :func:`stamp_aperture_fluxes` -- the sum within a circle of whole pixels and its error.
+* :func:`stamp_aperture_fluxes` -- the sum within a circle of whole pixels and its error;
+* :func:`windowed_stamp_fluxes` -- fluxes of aligned star stamps through a fixed Gaussian window,
+  normalised by the PSF stacked from the same stamps, with a local background from an annulus
+  (unbiased by the stacking's interpolation and by the PSF's noise; for estimated PSFs).
 
 Units: fluxes in the image's ADU, errors the same, positions and radii in pixels. A source whose
 stamp or aperture touches an invalid pixel, or leaves the frame, gets NaN on frames; on stamps
@@ -177,4 +180,40 @@ def stamp_aperture_fluxes(
     return flux, np.sqrt(np.maximum(var, 1e-30))
 
 
-__all__ = ["aperture_fluxes", "forced_psf_fluxes", "psf_fluxes", "psf_fraction", "stamp_aperture_fluxes"]
+def windowed_stamp_fluxes(
+    stamps: np.ndarray, variances: np.ndarray, psf: np.ndarray, *, fwhm: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fluxes and errors of centred star ``stamps`` (from
+    :func:`hybrid.subtraction.psf_estimation.aligned_stamps`) whose PSF ``psf`` (unit sum, same size)
+    was stacked from them.
+
+    Each stamp is modelled as ``f psf + b`` and measured through a fixed Gaussian window ``W`` of the
+    given FWHM (pixels) and the mean over an annulus ``A`` of 2.5 to 4 FWHM:
+    ``sum(W S) = f sum(W psf) + b sum(W)`` and ``mean_A(S) = f mean_A(psf) + b``, solved for ``f``.
+    Measuring the stamps the PSF was stacked from gives fluxes and PSF the same interpolation, so its
+    broadening does not bias them; the estimator is linear in ``psf``, so the PSF's noise does not
+    bias it either (a PSF-weighted fit would underestimate the flux of the noisier exposure by its
+    PSF's noise power); and ``b`` absorbs the residual background of each stamp.
+    """
+    side = stamps.shape[1]
+    u = np.arange(side) - side // 2
+    r = np.hypot(u[None, :], u[:, None])
+    window = np.exp(-0.5 * (r / (fwhm / 2.3548)) ** 2)
+    annulus = (r >= 2.5 * fwhm) & (r <= 4.0 * fwhm)
+    if annulus.sum() < 8:  # a small stamp: the outermost ring
+        annulus = r >= r.max() - 2.0
+    a_w = (window * psf).sum() - psf[annulus].mean() * window.sum()
+    flux = ((stamps * window).sum(axis=(1, 2)) - stamps[:, annulus].mean(axis=1) * window.sum()) / a_w
+    # error: the window term (the annulus mean averages many pixels and is neglected)
+    err = np.sqrt((variances * window**2).sum(axis=(1, 2))) / a_w
+    return flux, err
+
+
+__all__ = [
+    "aperture_fluxes",
+    "forced_psf_fluxes",
+    "psf_fluxes",
+    "psf_fraction",
+    "stamp_aperture_fluxes",
+    "windowed_stamp_fluxes",
+]
