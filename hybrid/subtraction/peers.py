@@ -56,6 +56,8 @@ class PeerSubtractor(Subtractor):
     def subtract(self, science: Exposure, reference: Exposure) -> Difference:
         check_aligned(science, reference)
         check_background(science, reference)
+        if why := self.unavailable():
+            raise ModuleNotFoundError(f"subtractor {self.name!r}: {why}")
         sci = np.where(science.valid(), science.image, 0.0).astype(np.float64)
         ref = np.where(reference.valid(), reference.image, 0.0).astype(np.float64)
         image, psf, score = self._difference(science, reference, sci, ref)
