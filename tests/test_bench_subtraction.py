@@ -102,3 +102,11 @@ def test_goals_compare_with_the_registered_peer_on_shared_pairs() -> None:
     text = "\n".join(bench._goal_lines(bench.summarise(rows), rows, strict, peer_status))
     assert "3.0x faster (**not met**)" in text
     assert "aperture flux -2.00% (met)" in text
+
+
+def test_the_settings_come_from_conf_and_can_be_overridden_on_the_command_line() -> None:
+    from hybrid.config import load_config
+
+    assert bench.settings(load_config([])) == OmegaConf.load(bench.SETTINGS)
+    composed = load_config(["+bench=subtraction", "bench.goals.speedup_min=3"])
+    assert bench.settings(composed).goals.speedup_min == 3
