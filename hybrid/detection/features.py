@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
+from hybrid.photometry import forced_psf_fluxes, stamp_aperture_fluxes
+
 #: AB magnitude of 1 microjansky: fluxes are features in uJy, never in a detector's DN, so that a model
 #: trained at one zero point reads another survey's (or another night's) fluxes the same way.
 AB_ZERO_POINT_UJY = 23.9
@@ -92,34 +94,18 @@ def measure_stamps(
     sgn = sign.astype(np.float32)[:, None, None]
     d = diff[:, sl, sl] * sgn
     v = variance[:, sl, sl]
-    good = np.isfinite(d) & np.isfinite(v) & (v > 0)
-    d0 = np.where(good, d, 0.0)
-    if psf_fit_errors == "background_chi2":
+    if psf_fit_errors == "background_chi2":  # every pixel weighed by the stamp's background level
         with np.errstate(all="ignore"):  # a stamp without finite variance stays NaN
             background = np.nanmedian(np.where(variance > 0, variance, np.nan), axis=(1, 2))
-        v = np.broadcast_to(background[:, None, None], v.shape)
-        good &= np.isfinite(v)
-    w = np.where(good, 1.0 / np.where(good, v, 1.0), 0.0)
-    p = psf
-    # optimal (inverse-variance weighted) PSF photometry at a fixed position
-    denom = (p * p * w).sum(axis=(1, 2))
-    flux = (p * d0 * w).sum(axis=(1, 2)) / np.maximum(denom, 1e-30)
-    flux_err = 1.0 / np.sqrt(np.maximum(denom, 1e-30))
-    resid = (d0 - flux[:, None, None] * p) ** 2 * w
-    if psf_fit_errors == "background_chi2":
-        # weighted by the PSF, as the fit relies on its core: 1 on pure background noise
-        chi2 = (resid * p).sum(axis=(1, 2)) / np.maximum((p * good).sum(axis=(1, 2)), 1e-30)
-        flux_err = flux_err * np.sqrt(np.maximum(chi2, 1.0))
-    else:
-        chi2 = resid.sum(axis=(1, 2)) / np.maximum(good.sum(axis=(1, 2)) - 1, 1)
-
-    # aperture photometry within one PSF FWHM-ish radius (2 px minimum)
+        v = np.where(np.isfinite(v), background[:, None, None], np.nan)
+    # forced photometry at the stamp centre (ZTF's magpsf) and in a circle of about one FWHM
+    flux, flux_err, chi2 = forced_psf_fluxes(d, v, psf, background_chi2=psf_fit_errors == "background_chi2")
     fwhm_px = _psf_fwhm(psf.mean(axis=0))
+    flux_ap, err_ap = stamp_aperture_fluxes(d, v, max(fwhm_px, 2.0))
+    good = np.isfinite(d) & np.isfinite(v) & (v > 0)
+    d0 = np.where(good, d, 0.0)
     yy, xx = np.mgrid[-k : k + 1, -k : k + 1]
     r2 = xx * xx + yy * yy
-    ap = r2 <= max(fwhm_px, 2.0) ** 2
-    flux_ap = (d0 * ap).sum(axis=(1, 2))
-    var_ap = (np.where(good, v, 0.0) * ap).sum(axis=(1, 2))
 
     # shape: Gaussian-weighted second moments of the source's own (positive) pixels, corrected for the
     # weight (adaptive-moment style); like SExtractor's, on which ZTF's fwhm and elong are measured,
@@ -166,7 +152,7 @@ def measure_stamps(
             "isdiffpos": sign > 0,
             "chi2_psf": chi2,
             "flux_aper": flux_ap * sign * to_ujy,
-            "snr_aper": flux_ap / np.sqrt(np.maximum(var_ap, 1e-30)),
+            "snr_aper": flux_ap / err_ap,
             "fwhm": fwhm,
             "elongation": a / b,
             "ellipticity": 1.0 - b / a,
