@@ -14,7 +14,10 @@ is such a module for an export bundle:
   scored, else null; its scores are then null).
 
 The UDF decodes and scores with the code of ``hybrid predict`` (:mod:`hybrid.serving.stream`), so the
-scores equal its scores. :func:`stream_alerts` is ``hybrid stream --engine spark``: a streaming query
+scores equal its scores. :func:`scored_frame` scores a DataFrame of alerts the faster way, with
+``mapInArrow`` and :func:`score_arrow_batch` (the same reader and scoring function; no input rows
+buffered in the JVM, no pandas conversion of the cutouts; ``hybrid bench stream`` measures where the
+time goes). :func:`stream_alerts` is ``hybrid stream --engine spark``: a streaming query
 over a directory of alert Parquet files (Fink's layout) into a Parquet sink, with a checkpoint, so a
 killed job started again resumes where it stopped and scores every alert exactly once. Exactly once
 holds for readers that follow the sink's ``_spark_metadata`` log (Spark itself, or
