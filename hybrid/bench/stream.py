@@ -4,7 +4,8 @@ Input: real ZTF alerts (as for ``hybrid bench predict``: the 51 of fink-science 
 else the 6 of ``tests/fixtures/ztf_alerts``), repeated to ``256 * fields`` alerts (default 40 batches)
 with unique ``candid`` s, in 8 Parquet files of Fink's layout (gzipped FITS cutouts, nested candidate).
 
-Measured in one run, in interleaved rounds (median of ``ROUNDS``), after a warm-up of each:
+Measured in one run, in interleaved rounds (median of ``ROUNDS``), after a warm-up of each (two
+Spark rounds: the JVM's JIT compiler keeps making the rounds cheaper over the first ones):
 
 * Spark: :func:`hybrid.serving.spark.stream_alerts` over the directory with ``once`` (Spark's
   ``availableNow`` trigger) into a new Parquet sink and checkpoint each round, in a ``local[2]``
@@ -210,7 +211,8 @@ def run(cfg: DictConfig, *, out_dir: str | Path = "reports", fields: int | None 
         rates: dict[str, list[float]] = {"spark_local_2": [], "hybrid_predict_2_workers": []}
         cpu: dict[str, list] = {"spark_local_2": [], "hybrid_predict_2_workers": [], "spark_no_python": []}
         with Predictor(bundle, workers=CORES, batch_size=BATCH, backend="process") as predictor:
-            spark_round(spark, bundle, work / "incoming", work / "sink-warm", n, version)
+            for i in range(2):  # the JVM compiles its hot code over the first rounds
+                spark_round(spark, bundle, work / "incoming", work / f"sink-warm-{i}", n, version)
             spark_io_round(spark, work / "incoming", work / "io-warm", n)
             predict_round(predictor, files, work / "warm.parquet", n)
             for i in range(ROUNDS):
@@ -316,7 +318,8 @@ def _markdown(r: dict) -> str:
         "",
         f"Input: {r['alerts']['n']:,} alerts cycling through {r['alerts']['source']}, in "
         f"{r['alerts']['files']} Parquet files of Fink's layout. Bundle: {r['bundle']}. "
-        f"Rounds interleaved, {len(runs['spark_local_2'])} of each after a warm-up; the Spark session "
+        f"Rounds interleaved, {len(runs['spark_local_2'])} of each after a warm-up (two for Spark, whose "
+        "JVM compiles its hot code over the first rounds); the Spark session "
         f"started once before them ({r['spark_session_startup_s']:.1f} s, not counted); each Spark "
         "round is a whole query (start, one micro-batch, commit).",
         "",
