@@ -45,7 +45,7 @@ from hybrid.config import REPO_ROOT as ROOT
 from hybrid.config import load_config
 from hybrid.markdown import markdown_table
 from hybrid.rundir import RunDir
-from hybrid.tracking.runner import Job, StudyRunner
+from hybrid.tracking.runner import Job, StudyRunner, execution_only
 
 SURVEYS = ("ztf", "goto", "atlas", "rubin")
 PRESETS = {
@@ -326,10 +326,6 @@ def _auc_and_fnr(df: pd.DataFrame, index: list[str]) -> list[str]:
     ]
 
 
-#: overrides that say how fast a run goes, not what it measures (left out of the report)
-EXECUTION_ONLY = ("data.workers", "data.progress", "train.threads", "trainer.enable_progress_bar", "logger.")
-
-
 def _command(argv: list[str]) -> str:
     """The command line without the (long, free-text) machine description."""
     out, skip = [], False
@@ -370,7 +366,7 @@ def report(df: pd.DataFrame, args: argparse.Namespace, base: list[str], seconds:
         f"- Surveys: {', '.join(args.surveys)}; {args.fields} simulated fields each (ZOGY, truth labels, "
         "test split by object); the same pipeline config for every survey except the survey profile.",
         f"- Training: {args.epochs} epochs at most (early stopping on the source validation loss); "
-        f"overrides for every run: `{' '.join(o for o in base if not o.startswith(EXECUTION_ONLY))}`.",
+        f"overrides for every run: `{' '.join(o for o in base if not execution_only(o))}`.",
         "- Adapters: `none` (raw stamps: each survey's pixels, the model's noise normalisation and central "
         'crop); `harmonise` (flux-conserving resampling to 1"/px, 31x31 px, PSF homogenised to 3.5" '
         "FWHM, noise normalised, features in uJy / arcsec / fractions); `resample only` (the same without "

@@ -298,6 +298,7 @@ def process_pair(cfg: DictConfig | dict, pair: FramePair) -> PairProducts:
         fill_value=float(cfg.data.fill_value),
         pixel_scale=scale,
         catalog=_nearest_source_catalog(catalog, science),
+        psf_fit_errors=str(cfg.survey.get("psf_fit_errors", "variance")) if cfg.get("survey") else "variance",
         timer=timer,
     )
     context, kb = _context(cfg, catalog, info)

@@ -89,3 +89,41 @@ def test_stamps_at_edges_are_filled_and_flagged() -> None:
     assert frac[0] == pytest.approx(1 - 9 / 25) and frac[1] == 0.0
     with pytest.raises(ValueError, match="odd"):
         cut_stamps(image, np.array([1.0]), np.array([1.0]), 4)
+
+
+def _candidate_on_star(star_flux: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Difference stamps (ADU) of a 500 ADU point source on a star of ``star_flux`` ADU whose photons
+    (gain 1) add to the background noise of 10 ADU per pixel, as a subtraction leaves them."""
+    s, psf_img = 31, MoffatPSF(fwhm=2.5, beta=2.5, shape=(31, 31)).image_at(15, 15, 21)
+    model = np.zeros((s, s), np.float32)
+    model[5:26, 5:26] = psf_img
+    var = 100.0 + star_flux * model
+    diff = 500.0 * model + np.sqrt(var) * rng.standard_normal((200, s, s))
+    return diff.astype(np.float32), np.broadcast_to(var, diff.shape).astype(np.float32), psf_img
+
+
+def test_background_chi2_errors_grow_with_the_star_under_the_candidate() -> None:
+    from hybrid.detection.features import measure_stamps
+
+    rng = np.random.default_rng(3)
+    kw = {"zero_point": 25.0, "pixel_scale": 1.0}
+    true_flux = 500 * 10 ** (0.4 * (23.9 - 25.0))  # uJy
+    for star in (0.0, 1e4):
+        diff, var, psf = _candidate_on_star(star, rng)
+        mask, sign = np.zeros(diff.shape, np.uint16), np.ones(len(diff))
+        pixel = measure_stamps(diff, var, mask, psf, sign, **kw)
+        ztf = measure_stamps(diff, var, mask, psf, sign, psf_fit_errors="background_chi2", **kw)
+        pull = {
+            k: (t["flux_psf"] - true_flux) / t["flux_psf_err"] for k, t in (("pixel", pixel), ("ztf", ztf))
+        }
+        # the per-pixel convention knows the star's photons: chi2 ~ 1 and pulls of unit width
+        assert abs(pixel["chi2_psf"].median() - 1) < 0.1 and 0.85 < pull["pixel"].std() < 1.15
+        if star == 0:  # on the bare sky both conventions are one
+            assert abs(ztf["chi2_psf"].median() - 1) < 0.15
+            assert abs((ztf["flux_psf_err"] / pixel["flux_psf_err"]).median() - 1) < 0.05
+        else:  # the background convention sees the star's photons as chi2, and sqrt(chi2) covers them
+            chi2 = ztf["chi2_psf"].median()
+            assert chi2 > 2.5 and 1.0 < pull["ztf"].std() < 1.5
+            assert pull["ztf"].std() * np.sqrt(chi2) > 2  # the background error alone would not
+    with pytest.raises(ValueError, match="psf_fit_errors"):
+        measure_stamps(diff, var, mask, psf, sign, psf_fit_errors="sextractor", **kw)

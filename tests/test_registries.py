@@ -76,3 +76,58 @@ def test_drift_test_discovery_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PACKAGE.parent)
+
+
+def _peer_subtractors() -> list[str]:
+    from hybrid.subtraction import subtractor_names
+
+    ours = set(subtractor_names())
+    return [n for n in subtractor_names(peers=True) if n not in ours]
+
+
+def test_the_peer_subtraction_codes_are_registered_subtractors() -> None:
+    from hybrid.subtraction import SUBTRACTORS, subtractor_names
+
+    assert {"ois", "properimage", "sfft"} <= set(_peer_subtractors())
+    assert set(subtractor_names(peers=True)) == set(SUBTRACTORS.names())
+    assert not set(_peer_subtractors()) & set(subtractor_names())  # ours are ours alone
+
+
+@pytest.mark.parametrize("name", _peer_subtractors())
+def test_a_peer_subtractor_names_its_package_and_our_counterpart_and_runs_when_installed(name: str) -> None:
+    """Each peer needs an optional package and is measured against one of ours; it runs on a small
+    pair when its package is installed, and is skipped with the reason when not."""
+    import importlib.util
+
+    from hybrid.exposure import Difference
+    from hybrid.subtraction import SUBTRACTORS, subtractor_names
+    from tests.test_subtraction import star_pair
+
+    entry = SUBTRACTORS.get(name)
+    assert entry.requires and entry.peer_of in subtractor_names()
+    why = entry.unavailable()
+    assert (why is None) == all(importlib.util.find_spec(m) for m in entry.requires)
+    sci, ref = star_pair(0)
+    if why:
+        assert all(m in why for m in entry.requires if importlib.util.find_spec(m) is None)
+        with pytest.raises(ModuleNotFoundError, match=f"subtractor '{name}': .* is not installed"):
+            entry().subtract(sci, ref)  # a clear error, not a traceback from deep inside
+        pytest.skip(f"{name}: {why}")
+    diff = entry().subtract(sci, ref)
+    assert isinstance(diff, Difference) and diff.method == name
+    assert diff.meta["variance"] == "empirical" and diff.image.shape == sci.shape
+
+
+def test_an_optional_entry_says_which_module_it_misses() -> None:
+    from hybrid.subtraction import Subtractor
+
+    class Missing(Subtractor):
+        """Needs a module nobody has."""
+
+        requires = ("hybrid_no_such_module",)
+
+        def subtract(self, science, reference):
+            raise AssertionError
+
+    assert Missing.unavailable() == 'hybrid_no_such_module is not installed (`pip install -e ".[peers]"`)'
+    assert Subtractor.unavailable() is None

@@ -36,3 +36,30 @@ def test_by_seed_interleaves_queues_seed_by_seed() -> None:
     a = [Job("a", f"a{s}", s, [], None) for s in (0, 1)]
     b = [Job("b", f"b{s}", s, [], None) for s in (0, 1)]
     assert [j.name for j in by_seed(a, b)] == ["a0", "b0", "a1", "b1"]
+
+
+def test_one_list_of_execution_only_overrides_serves_the_runner_the_studies_and_cross_survey() -> None:
+    """The runner's own defaults are execution-only; `hybrid study` names a study without them (and
+    without where it runs); the cross-survey report lists every run's overrides without them."""
+    import importlib.util
+
+    from hybrid.tracking.runner import RUN_DEFAULTS, execution_only
+    from hybrid.tracking.study import Study
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "cross_survey.py"
+    spec = importlib.util.spec_from_file_location("cross_survey_driver", path)
+    cross_survey = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cross_survey)
+
+    assert all(execution_only(o) for o in RUN_DEFAULTS)
+    assert execution_only("+logger.wandb.tags=[a]") and not execution_only("train.batch_size=512")
+    study = Study("s", sweep=[])
+    assert study.tag([*RUN_DEFAULTS, "data.workers=8", "trainer=gpu", "paths.cache_dir=/x"]) == "s"
+    assert study.tag(["train.lr=0.1", *RUN_DEFAULTS]) == study.tag(["train.lr=0.1"]) != "s"
+    # the gpu preset's line of reports/cross_survey.md, from the base the driver builds
+    base = ["trainer=gpu", "train.batch_size=512", "data.n_fields=48", "trainer.max_epochs=10"]
+    base += ["data.workers=16", "data.progress=false", "trainer.enable_progress_bar=false"]
+    base += ["logger.wandb.enabled=false", "train.threads=8"]
+    assert cross_survey.execution_only is execution_only  # the driver keeps no list of its own
+    line = " ".join(o for o in base if not cross_survey.execution_only(o))
+    assert line == "trainer=gpu train.batch_size=512 data.n_fields=48 trainer.max_epochs=10"

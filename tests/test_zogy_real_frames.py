@@ -208,7 +208,7 @@ def test_configured_defaults_keep_transient_flux_within_one_percent() -> None:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from hybrid.bench.subtraction import CONF_DIR
+    from hybrid.config import CONF_DIR
 
     rng = np.random.default_rng(64)
     shape = (384, 384)
@@ -216,7 +216,7 @@ def test_configured_defaults_keep_transient_flux_within_one_percent() -> None:
     xs, ys = gx.ravel() + rng.uniform(-2, 2, gx.size), gy.ravel() + rng.uniform(-2, 2, gy.size)
     flux = 10 ** rng.uniform(4, 5, gx.size)
     ty, tx = np.mgrid[70:315:120, 70:315:120]  # between the stars of the grid
-    tx, ty = tx.ravel() + 13.0, ty.ravel() + 13.0  # pixel centres: psf_flux does not interpolate
+    tx, ty = tx.ravel() + 13.0, ty.ravel() + 13.0  # pixel centres: psf_flux measures at whole pixels
     transients = list(zip(tx, ty, np.full(tx.size, 3e4), strict=True))
     f_r = 10 ** (0.4 * (ZP_REF - ZP_SCI))
     stars = list(zip(xs, ys, flux, strict=True))
@@ -224,7 +224,7 @@ def test_configured_defaults_keep_transient_flux_within_one_percent() -> None:
     ref_stars = list(zip(xs - 0.2, ys + 0.1, f_r * flux, strict=True))
     ref = make_exposure(rng, shape, 2.2, 4.0, ZP_REF, ref_stars, source="ref")
     sci.image += np.float32(2.0)
-    diff = instantiate(OmegaConf.load(CONF_DIR / "zogy.yaml")).subtract(sci, ref)
+    diff = instantiate(OmegaConf.load(CONF_DIR / "subtraction" / "zogy.yaml")).subtract(sci, ref)
     assert diff.meta["fallbacks"] == []
     ratios = []
     for x, y, f in transients:

@@ -53,6 +53,7 @@ def _baseline(cfg: DictConfig, fld: Any) -> tuple[float, dict[str, float], int]:
         fill_value=float(cfg.data.fill_value),
         pixel_scale=survey.pixel_scale,
         catalog=fld.catalog,
+        psf_fit_errors=survey.psf_fit_errors,
         timer=timer,
     )
     table = with_context(pair.candidates, context, kb, timer)

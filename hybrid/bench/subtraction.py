@@ -4,14 +4,12 @@ Frame pairs come from :func:`hybrid.sim.field.simulate_field` with the configure
 (ZTF by default), in scenarios that differ in frame size, star density (``sim.sky.
 star_density_range`` pinned to its sparse or crowded end) and seeing ratio (the profile's
 ``reference_seeing_factor``, with the seeing spread narrowed so that the ratio holds). Every registered
-subtractor runs with its ``conf/subtraction`` defaults, ZOGY also in the paper's set-up (one PSF per
-frame, images taken as registered, no astrometric noise or differential background, F_r from the
-zero points: the defaults before the benchmark chose the current ones), with the frames' own PSFs
-(``psf=estimate``) and with the zero points' flux ratio (``flux_ratio=zero_point``); and, when the
-optional ``[peers]`` extra is installed, the public packages ois (Alard-Lupton / Bramich; Zhang 2019),
-properimage (ZOGY; Sánchez et al. 2019) and sfft (Hu et al. 2022) on the same pairs. PyZOGY, the
-issue's ZOGY reference, is not on PyPI.
-Missing peers are reported as not installed.
+subtractor runs with its ``conf/subtraction`` defaults, and so do the variants of
+``conf/bench/subtraction.yaml`` (ZOGY in the paper's set-up, with the frames' own PSFs, with the zero
+points' flux ratio). The registered peers (:mod:`hybrid.subtraction.peers`: ois, properimage, sfft,
+the optional ``[peers]`` extra) run once, on the smaller pairs; a peer that is not installed is
+reported as such, with the reason. The pairs, the variants and the goals the report judges are that
+config's; this module only measures and reports.
 
 Measured per method and pair, against the simulation's truth:
 
@@ -23,33 +21,31 @@ Measured per method and pair, against the simulation's truth:
 * false positives: sep detections above 5 sigma (:class:`hybrid.detection.Detector`) that lie near
   no injected transient or asteroid and no cosmic ray, hot pixel, bad column or bleed trail of the
   artifact map -- i.e. what the subtraction itself creates; for ZOGY also the peaks of |S_corr| > 5,
-  its own detection statistic, which includes source and astrometric noise (properimage's S_corr
-  is scaled to unit robust standard deviation first);
+  its own detection statistic, which includes source and astrometric noise;
 * completeness of the injected transients (point sources; asteroids excluded) in bins of magnitude,
   a transient counting as found when a detection of its sign lies within 2 pixels;
 * flux bias: the median ratio of the PSF flux on the difference (with the method's difference PSF)
   to the true flux, for transients detected at S/N > 20; also of the aperture flux (3 FWHM, with an
   aperture correction from the difference PSF), which does not depend on the PSF model's accuracy.
+  Both with :mod:`hybrid.photometry`.
 
-Peers have no variance plane: theirs is the science variance plane scaled so that the median pull
-of the difference on empty sky is 1. The goals are the issue's, comparative: each of our methods
-against the peer implementing the same algorithm, on the pairs both ran. Written to
-``reports/bench_subtraction.md`` and ``.json``, with ``reports/subtraction_residuals.png`` showing
-the same stars' residuals for every method.
+The goals are comparative: each of our methods against the registered peer implementing the same
+algorithm (its ``peer_of``), on the pairs both ran. Written to ``reports/bench_subtraction.md`` and
+``.json``, with ``reports/subtraction_residuals.png`` showing the same stars' residuals for every
+method.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -62,31 +58,19 @@ from scipy.spatial import cKDTree
 from hybrid import config
 from hybrid.detection import Detector, subtract_background
 from hybrid.exposure import Difference, Exposure, Mask
-from hybrid.psf import ImagePSF
+from hybrid.photometry import aperture_fluxes, psf_fluxes
 from hybrid.sim.field import SimulatedField, simulate_field
-from hybrid.stats import mad_sigma
-from hybrid.subtraction import SUBTRACTORS, Subtractor
+from hybrid.subtraction import SUBTRACTORS, Subtractor, subtractor_names
 
-CONF_DIR = config.CONF_DIR / "subtraction"
-DENSITIES = {"sparse": (1500.0, 2500.0), "crowded": (25000.0, 30000.0)}
+SETTINGS = config.CONF_DIR / "bench" / "subtraction.yaml"
 MAG_BINS = np.arange(14.0, 22.01, 1.0)
-# The issue's goals are comparative, measured in the same run: our method at least SPEEDUP_MIN times
-# faster than the peer that implements the same algorithm, with star residuals and false positives no
-# worse; and the recovered flux of injected sources within FLUX_BIAS_MAX. The absolute times come from
-# the issue author's machine (ois Alard-Lupton 6.8 s, PyZOGY 8.1 s on a 1024x1024 pair, halved).
-SPEEDUP_MIN = 2.0
-FLUX_BIAS_MAX = 0.01
-REFERENCE_TIMES_S = {"alard_lupton": ("ois Alard-Lupton", 6.8), "zogy": ("PyZOGY", 8.1)}
-# (ours, peer) pairs compared; PyZOGY is not on PyPI, so properimage (ZOGY) and sfft stand in for it
-COMPARISONS = (
-    ("alard_lupton", "ois (Bramich, 11x11)"),
-    ("zogy", "properimage (ZOGY)"),
-    ("zogy", "sfft (customized, numpy)"),
-)
-UNAVAILABLE_PEERS = {
-    "PyZOGY": "not on PyPI (`pip install pyzogy`: no matching distribution), so not measured; "
-    "properimage and sfft stand in for it"
-}
+
+
+def settings(cfg: DictConfig | None = None) -> DictConfig:
+    """The benchmark's pairs, variants and goals: ``cfg.bench`` when composed (``+bench=subtraction``),
+    else conf/bench/subtraction.yaml."""
+    composed = OmegaConf.select(cfg, "bench") if cfg is not None else None
+    return composed if composed is not None else OmegaConf.load(SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -103,184 +87,48 @@ class Scenario:
         return f"{self.size}px-{self.density}-ref{self.seeing_ratio:.2f}"
 
 
-def default_scenarios(sizes: tuple[int, ...] = (1024, 2048)) -> list[Scenario]:
-    """Three seeing ratios x two densities at the smallest size; one ratio x two densities above."""
+def default_scenarios(conf: DictConfig, sizes: tuple[int, ...] | None = None) -> list[Scenario]:
+    """``scenarios.seeing_ratios`` x densities at the smallest size, ``seeing_ratios_larger`` x
+    densities above (``sizes``: those of the settings)."""
+    grid = conf.scenarios
     out = []
-    for k, size in enumerate(sizes):
-        ratios = (0.7, 0.9, 1.2) if k == 0 else (0.9,)
-        for density in DENSITIES:
+    for k, size in enumerate(sizes or tuple(grid.sizes)):
+        ratios = grid.seeing_ratios if k == 0 else grid.seeing_ratios_larger
+        for density in grid.densities:
             for ratio in ratios:
-                out.append(Scenario(size, density, ratio, seed=len(out)))
+                out.append(Scenario(int(size), str(density), float(ratio), seed=len(out)))
     return out
 
 
 # -- methods ----------------------------------------------------------------------------------------
 
 
-@dataclass
-class Output:
-    """What a method returns, normalised: difference in science ADU, variance, PSF of the difference.
-
-    ``flux_calibrated`` is False where the difference is not in science ADU (properimage's whitened
-    ``D``), which leaves the flux metrics undefined but not the pull, false-positive or completeness
-    ones (those are in units of the noise).
-    """
-
-    image: np.ndarray
-    variance: np.ndarray
-    psf: object
-    mask: np.ndarray
-    wcs: object
-    flux_calibrated: bool = True
-    score: np.ndarray | None = None
-    meta: dict | None = None
+def build_subtractor(name: str, overrides: dict | None = None) -> Subtractor:
+    """Registered subtractor ``name`` with its conf/subtraction defaults and ``overrides`` on top."""
+    path = config.CONF_DIR / "subtraction" / f"{name}.yaml"
+    if not path.exists():
+        return SUBTRACTORS.get(name)(**(overrides or {}))
+    return instantiate({**OmegaConf.to_container(OmegaConf.load(path)), **(overrides or {})})
 
 
-Method = Callable[[Exposure, Exposure], Output]
-
-
-def _from_difference(diff: Difference) -> Output:
-    return Output(diff.image, diff.variance, diff.psf, diff.mask, diff.wcs, score=diff.score, meta=diff.meta)
-
-
-def our_methods() -> dict[str, Callable[[], Subtractor]]:
-    """Every registered subtractor with its config file's defaults, plus ZOGY variants: the paper's
-    set-up, the frames' own PSFs and the zero points' flux ratio (each on top of the defaults)."""
-    methods: dict[str, Callable[[], Subtractor]] = {}
-    for name in SUBTRACTORS.names():
-        path = CONF_DIR / f"{name}.yaml"
-        if path.exists():
-            conf = OmegaConf.load(path)
-            methods[name] = lambda conf=conf: instantiate(conf)
-        else:
-            methods[name] = SUBTRACTORS.get(name)
-    zogy = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "zogy.yaml"))
-    assert isinstance(zogy, dict)
-    variants = {
-        # the paper's set-up: one PSF per frame, images taken as registered, no astrometric noise
-        "zogy[tiles=1,registration=none,astrometric_sigma=0,background=none,flux_ratio=zero_point]": {
-            "tiles": 1,
-            "registration": "none",
-            "astrometric_sigma": 0.0,
-            "background": "none",
-            "flux_ratio": "zero_point",
-        },
-        # the frames' own PSFs (per tile where a tile has enough stars)
-        "zogy[psf=estimate]": {"psf": "estimate"},
-        # the zero points' flux ratio instead of the fitted one
-        "zogy[flux_ratio=zero_point]": {"flux_ratio": "zero_point"},
-    }
-    for label, kwargs in variants.items():
-        methods[label] = lambda kwargs=kwargs: instantiate({**zogy, **kwargs})
-    return methods
-
-
-def _empirical_variance(image: np.ndarray, science: Exposure) -> np.ndarray:
-    """The science variance plane scaled to the empirical sky noise of a peer's difference image."""
-    valid = np.isfinite(image) & science.valid()
-    pull = image[valid] / np.sqrt(science.variance[valid])
-    scale = mad_sigma(pull)
-    return (science.variance * scale**2).astype(np.float32)
-
-
-def _peer_ois(science: Exposure, reference: Exposure) -> Output:
-    import ois
-
-    sci = np.where(science.valid(), science.image, 0.0).astype(np.float64)
-    ref = np.where(reference.valid(), reference.image, 0.0).astype(np.float64)
-    diff, _, _, _ = ois.optimal_system(sci, ref, kernelshape=(11, 11), bkgdegree=1, method="Bramich")
-    image = np.ascontiguousarray(diff, dtype=np.float32)
-    return Output(
-        image, _empirical_variance(image, science), science.psf, science.mask | reference.mask, science.wcs
-    )
-
-
-def _peer_properimage(science: Exposure, reference: Exposure) -> Output:
-    from properimage.operations import subtract
-
-    sci = np.where(science.valid(), science.image, 0.0).astype(np.float64)
-    ref = np.where(reference.valid(), reference.image, 0.0).astype(np.float64)
-    d, p, s_corr, _ = subtract(
-        ref=ref,
-        new=sci,
-        smooth_psf=False,
-        fitted_psf=True,
-        align=False,
-        iterative=False,
-        beta=False,
-        shift=False,
-    )
-    image = np.ascontiguousarray(np.real(d), dtype=np.float32)
-    p = np.real(p)
-    cy, cx = np.unravel_index(np.argmax(p), p.shape)
-    kernel = np.roll(p, (p.shape[0] // 2 - cy, p.shape[1] // 2 - cx), axis=(0, 1))
-    c0, c1 = p.shape[0] // 2, p.shape[1] // 2
-    kernel = kernel[c0 - 15 : c0 + 16, c1 - 15 : c1 + 16]
-    # properimage's S_corr takes the images themselves as their variance, so it is not unit-variance on
-    # the sky: scaled here by its robust standard deviation
-    score = np.real(s_corr).astype(np.float32)
-    valid = np.isfinite(score) & science.valid() & reference.valid()
-    score /= np.float32(mad_sigma(score[valid]))
-    # properimage returns ZOGY's whitened D without its flux zero point: not in science ADU
-    return Output(
-        image,
-        _empirical_variance(image, science),
-        ImagePSF(kernel / kernel.sum()),
-        science.mask | reference.mask,
-        science.wcs,
-        flux_calibrated=False,
-        score=score,
-    )
-
-
-def _peer_sfft(science: Exposure, reference: Exposure) -> Output:
-    from astropy.io import fits
-    from sfft.CustomizedPacket import Customized_Packet
-
-    valid = science.valid() & reference.valid()
-    sci = np.where(valid, science.image, 0.0).astype(np.float64)
-    ref = np.where(valid, reference.image, 0.0).astype(np.float64)
-    # sfft fits the kernel on "masked" images where everything but the chosen stamps is zero; use
-    # the same bright isolated stars as our Alard-Lupton fit
-    from hybrid.subtraction.stars import select_stars
-
-    stars = select_stars(reference, [science], half_size=10, border=8)
-    keep = np.zeros(science.shape, bool)
-    for x, y in zip(np.rint(stars["x"]).astype(int), np.rint(stars["y"]).astype(int), strict=True):
-        keep[y - 10 : y + 11, x - 10 : x + 11] = True
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = {}
-        for name, data in (("ref", ref), ("sci", sci), ("mref", ref * keep), ("msci", sci * keep)):
-            paths[name] = os.path.join(tmp, f"{name}.fits")
-            header = fits.Header({"GAIN": 1.0, "SATURATE": 1e30})
-            fits.writeto(paths[name], data.T.astype(np.float64), header)  # sfft reads FITS as [x, y]
-        out = os.path.join(tmp, "diff.fits")
-        Customized_Packet.CP(
-            FITS_REF=paths["ref"],
-            FITS_SCI=paths["sci"],
-            FITS_mREF=paths["mref"],
-            FITS_mSCI=paths["msci"],
-            ForceConv="REF",
-            GKerHW=8,
-            FITS_DIFF=out,
-            KerPolyOrder=2,
-            BGPolyOrder=1,
-            ConstPhotRatio=True,
-            BACKEND_4SUBTRACT="Numpy",
-            NUM_CPU_THREADS_4SUBTRACT=1,
-            VERBOSE_LEVEL=0,
+def methods(conf: DictConfig) -> dict[str, tuple[str, Callable[[], Subtractor]]]:
+    """Method label -> (registered subtractor, factory): our registered subtractors, the variants of
+    the settings, then the registered peers."""
+    ours = subtractor_names()
+    out = {n: (n, partial(build_subtractor, n)) for n in ours}
+    for label, v in conf.variants.items():
+        out[str(label)] = (
+            v.subtractor,
+            partial(build_subtractor, v.subtractor, OmegaConf.to_container(v.overrides)),
         )
-        image = np.ascontiguousarray(fits.getdata(out).T, dtype=np.float32)
-    return Output(
-        image, _empirical_variance(image, science), science.psf, science.mask | reference.mask, science.wcs
-    )
+    out |= {n: (n, partial(build_subtractor, n)) for n in subtractor_names(peers=True) if n not in ours}
+    return out
 
 
-PEERS: dict[str, tuple[str, Method]] = {
-    "ois (Bramich, 11x11)": ("ois", _peer_ois),
-    "properimage (ZOGY)": ("properimage", _peer_properimage),
-    "sfft (customized, numpy)": ("sfft", _peer_sfft),
-}
+def peer_status() -> dict[str, str | None]:
+    """Registered peer -> why it cannot run here (None: installed)."""
+    ours = set(subtractor_names())
+    return {n: SUBTRACTORS.get(n).unavailable() for n in subtractor_names(peers=True) if n not in ours}
 
 
 # -- truth and metrics ------------------------------------------------------------------------------
@@ -291,45 +139,30 @@ def _science_flux_scale(fld: SimulatedField, epoch: int) -> float:
     return 10.0 ** (0.4 * (fld.epochs[epoch].science.zero_point - fld.survey.zero_point))
 
 
+def _unmeasurable(diff: Difference) -> np.ndarray:
+    return ~np.isfinite(diff.image) | ((diff.mask & (Mask.NO_DATA | Mask.EDGE)) != 0)
+
+
+def _psf_images(diff: Difference, x: np.ndarray, y: np.ndarray, size: int) -> np.ndarray:
+    """The difference PSF at each position, ``(n, size, size)``."""
+    images = [diff.psf.image_at(xs, ys, size) for xs, ys in zip(x, y, strict=True)]
+    return np.array(images) if images else np.zeros((0, size, size))
+
+
 def psf_photometry(
-    out: Output, x: np.ndarray, y: np.ndarray, size: int = 15
+    diff: Difference, x: np.ndarray, y: np.ndarray, size: int = 15
 ) -> tuple[np.ndarray, np.ndarray]:
-    """PSF-weighted flux ``sum(P D) / sum(P^2)`` at integer-rounded positions and its error from the
-    variance plane (pixel correlations neglected); NaN where the stamp touches invalid pixels."""
-    ny, nx = out.image.shape
-    h = size // 2
-    flux = np.full(len(x), np.nan)
-    err = np.full(len(x), np.nan)
-    bad = ~np.isfinite(out.image) | ((out.mask & (Mask.NO_DATA | Mask.EDGE)) != 0)
-    for i, (xs, ys) in enumerate(zip(x, y, strict=True)):
-        ix, iy = int(np.rint(xs)), int(np.rint(ys))
-        if ix - h < 0 or iy - h < 0 or ix + h >= nx or iy + h >= ny:
-            continue
-        box = (slice(iy - h, iy + h + 1), slice(ix - h, ix + h + 1))
-        if bad[box].any():
-            continue
-        p = ndimage.shift(out.psf.image_at(xs, ys, size), (ys - iy, xs - ix), order=3, mode="constant")
-        w = p / (p * p).sum()
-        flux[i] = float((w * out.image[box]).sum())
-        err[i] = float(np.sqrt((w * w * out.variance[box]).sum()))
-    return flux, err
+    """PSF-weighted flux ``sum(P D) / sum(P^2)`` with the difference PSF at each position and its
+    error from the variance plane; NaN where the stamp touches invalid pixels."""
+    kernels = _psf_images(diff, x, y, size)
+    return psf_fluxes(diff.image, diff.variance, _unmeasurable(diff), x, y, kernels, background=False)
 
 
-def aperture_photometry(out: Output, x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
+def aperture_photometry(diff: Difference, x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
     """Flux in a circle of ``radius`` pixels divided by the difference PSF's fraction within it, i.e.
     total flux almost independent of the PSF's shape; NaN where the aperture touches invalid pixels."""
-    import sep
-
-    bad = ~np.isfinite(out.image) | ((out.mask & (Mask.NO_DATA | Mask.EDGE)) != 0)
-    data = np.ascontiguousarray(np.where(bad, 0.0, out.image), dtype=np.float32)
-    flux, _, _ = sep.sum_circle(data, x, y, radius)
-    hit, _, _ = sep.sum_circle(bad.astype(np.float32), x, y, radius + 1.0)
-    size = 2 * int(np.ceil(radius)) + 9
-    fractions = []
-    for xs, ys in zip(x, y, strict=True):
-        p = np.ascontiguousarray(out.psf.image_at(xs, ys, size), dtype=np.float64)
-        fractions.append(sep.sum_circle(p, [size // 2], [size // 2], radius)[0][0])
-    return np.where(hit > 0, np.nan, flux / np.asarray(fractions))
+    kernels = _psf_images(diff, x, y, 2 * int(np.ceil(radius)) + 9)
+    return aperture_fluxes(diff.image, diff.variance, _unmeasurable(diff), x, y, radius, psf=kernels)[0]
 
 
 def test_stars(fld: SimulatedField, epoch: int, max_stars: int = 300) -> pd.DataFrame:
@@ -365,8 +198,8 @@ def test_stars(fld: SimulatedField, epoch: int, max_stars: int = 300) -> pd.Data
     return out.sort_values("flux", ascending=False).head(max_stars).reset_index(drop=True)
 
 
-def star_residuals(out: Output, stars: pd.DataFrame) -> dict:
-    flux, err = psf_photometry(out, stars["x"].to_numpy(), stars["y"].to_numpy())
+def star_residuals(diff: Difference, stars: pd.DataFrame) -> dict:
+    flux, err = psf_photometry(diff, stars["x"].to_numpy(), stars["y"].to_numpy())
     good = np.isfinite(flux) & np.isfinite(err) & (err > 0)
     pull = flux[good] / err[good]
     frac = np.abs(flux[good]) / stars["flux"].to_numpy()[good]
@@ -378,16 +211,10 @@ def star_residuals(out: Output, stars: pd.DataFrame) -> dict:
     }
 
 
-def _as_difference(out: Output, zero_point: float) -> Difference:
-    return Difference(
-        out.image, out.variance, out.mask.astype(np.uint16), out.psf, out.wcs, zero_point, "bench"
-    )
-
-
-def detection_metrics(out: Output, fld: SimulatedField, epoch: int, detector: Detector) -> dict:
+def detection_metrics(diff: Difference, fld: SimulatedField, epoch: int, detector: Detector) -> dict:
     ep = fld.epochs[epoch]
     sci = ep.science
-    det = detector.detect(_as_difference(out, sci.zero_point))
+    det = detector.detect(diff)
     truth = ep.transients
     fwhm = sci.psf.fwhm_at(sci.shape[1] / 2, sci.shape[0] / 2)
     trail = truth["trail_px"].fillna(0.0).to_numpy() if "trail_px" in truth else np.zeros(len(truth))
@@ -415,13 +242,13 @@ def detection_metrics(out: Output, fld: SimulatedField, epoch: int, detector: De
 
     false_pos = bogus(dxy)
     score_fp = float("nan")
-    if out.score is not None:  # ZOGY's own detection statistic: peaks of |S_corr| above 5
+    if diff.score is not None:  # ZOGY's own detection statistic: peaks of |S_corr| above 5
         import sep
 
-        invalid = ~np.isfinite(out.score) | ((out.mask & (Mask.NO_DATA | Mask.EDGE | Mask.BAD)) != 0)
+        invalid = ~np.isfinite(diff.score) | ((diff.mask & (Mask.NO_DATA | Mask.EDGE | Mask.BAD)) != 0)
         peaks = []
         for sign in (1, -1):
-            data = np.ascontiguousarray(np.where(invalid, 0.0, sign * out.score), dtype=np.float32)
+            data = np.ascontiguousarray(np.where(invalid, 0.0, sign * diff.score), dtype=np.float32)
             objs = sep.extract(data, 5.0, mask=invalid, minarea=detector.min_area, filter_kernel=None)
             peaks.append(np.column_stack([objs["x"], objs["y"]]))
         score_fp = float(bogus(np.concatenate(peaks)).sum())
@@ -432,7 +259,7 @@ def detection_metrics(out: Output, fld: SimulatedField, epoch: int, detector: De
     tx, ty = point["x"].to_numpy(), point["y"].to_numpy()
     tix = np.clip(np.rint(tx).astype(int), 0, sci.shape[1] - 1)
     tiy = np.clip(np.rint(ty).astype(int), 0, sci.shape[0] - 1)
-    usable = (out.mask[tiy, tix] & (Mask.NO_DATA | Mask.EDGE)) == 0
+    usable = (diff.mask[tiy, tix] & (Mask.NO_DATA | Mask.EDGE)) == 0
     found = np.zeros(len(point), bool)
     if len(det) and len(point):
         d = np.hypot(dxy[:, None, 0] - tx[None], dxy[:, None, 1] - ty[None])
@@ -443,13 +270,13 @@ def detection_metrics(out: Output, fld: SimulatedField, epoch: int, detector: De
     for lo, hi in itertools.pairwise(MAG_BINS):
         sel = usable & (mags >= lo) & (mags < hi)
         completeness.append([float(lo), float(hi), int(sel.sum()), int((found & sel).sum())])
-    flux, err = psf_photometry(out, tx, ty)
+    flux, err = psf_photometry(diff, tx, ty)
     bright = usable & found & np.isfinite(flux) & (np.abs(true_flux) / np.maximum(err, 1e-30) > 20)
     ratio = flux[bright] / true_flux[bright]
-    ap = aperture_photometry(out, tx[bright], ty[bright], 3.0 * fwhm)
+    ap = aperture_photometry(diff, tx[bright], ty[bright], 3.0 * fwhm)
     ap_ratio = ap / true_flux[bright]
     ap_ratio = ap_ratio[np.isfinite(ap_ratio)]
-    if not out.flux_calibrated:
+    if not diff.meta.get("flux_calibrated", True):
         ratio = ap_ratio = np.zeros(0)
     return {
         "detections": len(det),
@@ -466,81 +293,71 @@ def detection_metrics(out: Output, fld: SimulatedField, epoch: int, detector: De
 # -- running ------------------------------------------------------------------------------------------
 
 
-def simulate_pair(cfg: DictConfig, scenario: Scenario) -> SimulatedField:
+def simulate_pair(cfg: DictConfig, scenario: Scenario, conf: DictConfig) -> SimulatedField:
+    """The scenario's pair: the survey at the scenario's seeing ratio, the settings' star density and
+    simulation overrides (``scenarios.sim``)."""
     survey = instantiate(cfg.survey)
     survey = replace(survey, reference_seeing_factor=scenario.seeing_ratio, seeing_sigma=0.03)
-    sim = instantiate(
-        OmegaConf.merge(
-            cfg.sim,
-            {
-                "shape": [scenario.size, scenario.size],
-                "epochs_per_field": 1,
-                "sky": {"star_density_range": list(DENSITIES[scenario.density])},
-                # more bright hostless transients than a survey field has, so that flux recovery
-                # is measured on dozens of transients per pair rather than a handful
-                "transients": {"hostless_per_field": 60.0, "hostless_mag_range": [-5.0, 0.5]},
-            },
-        )
-    )
+    density = list(conf.scenarios.densities[scenario.density])
+    pinned = {
+        "shape": [scenario.size, scenario.size],
+        "epochs_per_field": 1,
+        "sky": {"star_density_range": density},
+    }
+    sim = instantiate(OmegaConf.merge(cfg.sim, pinned, conf.scenarios.sim))
     return simulate_field(survey, sim, int(cfg.seed) + 1000, scenario.seed)
 
 
 def _timed(
-    method: Method, science: Exposure, reference: Exposure, repeats: int
-) -> tuple[Output | None, float, str]:
+    build: Callable[[], Subtractor], science: Exposure, reference: Exposure, repeats: int
+) -> tuple[Difference | None, float, str]:
     runs, out = [], None
     for _ in range(repeats):
         t0 = time.perf_counter()
         try:
-            out = method(science, reference)
+            out = build().subtract(science, reference)
         except Exception as err:  # a failing method is a result of the benchmark, not its end
             return None, float("nan"), f"{type(err).__name__}: {err}"
         runs.append(time.perf_counter() - t0)
     return out, statistics.median(runs), "ok"
 
 
-def available_peers() -> dict[str, bool]:
-    return {label: importlib.util.find_spec(module) is not None for label, (module, _) in PEERS.items()}
-
-
 def run_scenario(
-    cfg: DictConfig, scenario: Scenario, *, repeats: int = 3, peers: bool = True, peer_max_size: int = 1024
+    cfg: DictConfig, scenario: Scenario, conf: DictConfig, *, repeats: int = 3, run_peers: bool = True
 ) -> tuple[list[dict], dict]:
-    fld = simulate_pair(cfg, scenario)
+    """Every method on the scenario's pair (peers once, where installed and the pair is no larger
+    than ``peer_max_size``): one row of metrics per method, and the outputs for the figure."""
+    fld = simulate_pair(cfg, scenario, conf)
     ep = fld.epochs[0]
     science = subtract_background(ep.science)
     reference = fld.reference
     detector = instantiate(cfg.detection)
     stars = test_stars(fld, 0)
-    methods: dict[str, tuple[Method, int]] = {
-        name: ((lambda s, r, f=factory: _from_difference(f().subtract(s, r))), repeats)
-        for name, factory in our_methods().items()
-    }
-    if peers and scenario.size <= peer_max_size:
-        for label, ok in available_peers().items():
-            if ok:
-                methods[label] = (PEERS[label][1], 1)
+    peer_run = run_peers and scenario.size <= int(conf.peer_max_size)
     rows, outputs = [], {}
     fwhm_sci = ep.true_psf.fwhm
     fwhm_ref = fld.reference_true_psf.fwhm
-    for name, (method, n) in methods.items():
-        out, wall, status = _timed(method, science, reference, n)
+    for label, (name, build) in methods(conf).items():
+        entry = SUBTRACTORS.get(name)
+        if entry.peer_of is not None and (not peer_run or entry.unavailable()):
+            continue
+        diff, wall, status = _timed(build, science, reference, 1 if entry.peer_of else repeats)
         row = {
             "scenario": scenario.name,
             "size": scenario.size,
             "density": scenario.density,
             "seeing_ratio": fwhm_ref / fwhm_sci,
-            "method": name,
+            "method": label,
             "status": status,
             "wall_s": wall,
         }
-        if out is not None:
-            meta = out.meta or {}
+        if diff is not None:
+            meta = diff.meta or {}
             if meta.get("flux_ratio") == "fit":  # the simulation's zero points are exact
                 row["flux_ratio_fit_error"] = meta["F_r"] / meta["F_r_zero_point"] - 1.0
-            row |= star_residuals(out, stars)
-            row |= detection_metrics(out, fld, 0, detector)
-            outputs[name] = out
+            row |= star_residuals(diff, stars)
+            row |= detection_metrics(diff, fld, 0, detector)
+            outputs[label] = diff
         rows.append(row)
     return rows, {"field": fld, "science": science, "stars": stars, "outputs": outputs}
 
@@ -587,12 +404,12 @@ def _markdown(result: dict, summary: pd.DataFrame, rows: list[dict]) -> list[str
         f"against its reference each); machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}; "
         f"load average at start {m['load_start']}. Written by `hybrid bench subtraction`. Times are "
         "medians of repeated runs of the subtraction alone (background subtraction and simulation "
-        "excluded); peers run once, on the 1024x1024 pairs only.",
+        f"excluded); peers run once, on the pairs up to {_side(result['peer_max_size'])} only.",
         "",
-        "Peers: "
+        "Peers (registered in `hybrid.subtraction.peers`): "
         + ", ".join(
-            f"{k}: {('measured' if result['peers_run'] else 'installed, not run') if v else 'not installed'}"
-            for k, v in result["peers"].items()
+            f"{k}: {('measured' if result['peers_run'] else 'installed, not run') if not why else why}"
+            for k, why in result["peers"].items()
         )
         + ".",
         "",
@@ -682,31 +499,40 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
+def _side(size: int) -> str:
+    return f"{size}x{size}"
+
+
 def _goal_lines(
-    summary: pd.DataFrame, rows: list[dict], peers: dict[str, bool], peers_run: bool = True
+    summary: pd.DataFrame,
+    rows: list[dict],
+    conf: DictConfig,
+    peer_status: dict[str, str | None],
+    peers_run: bool = True,
 ) -> list[str]:
-    """The issue's goals: speed, star residuals and false positives against the peer implementing the
-    same algorithm, on the pairs both ran in this run; recovered flux within 1% for every method."""
+    """The settings' goals: speed, star residuals and false positives against the registered peer
+    implementing the same algorithm (``peer_status``: each peer's reason for not running, or None),
+    on the pairs both ran in this run; recovered flux within ``flux_bias_max`` for every method."""
+    goals = conf.goals
     by = summary.set_index("method")
     lines = [
-        f"Compared on the pairs both methods ran in this run (peers run on the 1024x1024 pairs only): "
-        f"speed at least {SPEEDUP_MIN:g}x the peer's, star pull rms, star residual / flux and false "
+        f"Compared on the pairs both methods ran in this run (peers run on the pairs up to "
+        f"{_side(conf.peer_max_size)} only): "
+        f"speed at least {goals.speedup_min:g}x the peer's, star pull rms, star residual / flux and false "
         "positives per frame no worse than the peer's. False positives of both are those of the same "
         "detector on each method's difference image; for ZOGY against properimage also on each one's "
         "S_corr, the statistic ZOGY detects on.",
         "",
     ]
-    for name, why in UNAVAILABLE_PEERS.items():
+    for name, why in conf.unavailable_peers.items():
         lines.append(f"- {name}: {why}.")
-    for ours, peer in COMPARISONS:
+    for peer, why in peer_status.items():
+        ours = SUBTRACTORS.get(peer).peer_of
         if ours not in by.index:
             lines.append(f"- {ours} vs {peer}: {ours} did not run.")
             continue
-        if not peers.get(peer, False):
-            lines.append(
-                f"- {ours} vs {peer}: **not measured**, {peer.split()[0]} is not installed "
-                '(`pip install -e ".[peers]"`).'
-            )
+        if why:
+            lines.append(f"- {ours} vs {peer}: **not measured**, {why}.")
             continue
         if not peers_run:
             lines.append(f"- {ours} vs {peer}: **not measured**, the peers were not run (peers=False).")
@@ -718,7 +544,7 @@ def _goal_lines(
         speedup = b["wall_s"] / a["wall_s"]
         parts = [
             f"time {_fmt(a['wall_s'], '.2f')} s vs {_fmt(b['wall_s'], '.2f')} s, {_fmt(speedup, '.1f')}x "
-            f"faster ({_verdict(speedup >= SPEEDUP_MIN)})",
+            f"faster ({_verdict(speedup >= goals.speedup_min)})",
             f"star pull rms {_fmt(a['pull_rms'], '.2f')} vs {_fmt(b['pull_rms'], '.2f')} "
             f"({_verdict(a['pull_rms'] <= b['pull_rms'])})",
             f"star residual / flux {_fmt(100 * a['residual_frac'], '.2f')}% vs "
@@ -734,18 +560,19 @@ def _goal_lines(
                 f"({_verdict(a['false_positives_score'] <= b['false_positives_score'])})"
             )
         lines.append(f"- {ours} vs {peer} ({n} pairs): " + "; ".join(parts) + ".")
-    for ours, (peer, seconds) in REFERENCE_TIMES_S.items():
+    for ours, ref in goals.reference_times.items():
         if ours in by.index:
             t = float(by.loc[ours, "wall_1024_s"])
-            target = seconds / SPEEDUP_MIN
+            peer, seconds = ref.peer, ref.seconds
+            target = seconds / goals.speedup_min
             lines.append(
-                f"- {ours} under {target:.1f} s on 1024x1024 ({SPEEDUP_MIN:g}x faster than {peer}'s "
+                f"- {ours} under {target:.1f} s on 1024x1024 ({goals.speedup_min:g}x faster than {peer}'s "
                 f"{seconds} s measured by the issue author on another machine; all 1024x1024 pairs): "
                 f"{_fmt(t, '.2f')} s ({_verdict(t < target)})."
             )
     lines += [
         "",
-        f"Recovered flux of injected transients within {100 * FLUX_BIAS_MAX:g}% (median over pairs):",
+        f"Recovered flux of injected transients within {100 * goals.flux_bias_max:g}% (median over pairs):",
         "",
     ]
     for method in by.index:
@@ -755,8 +582,8 @@ def _goal_lines(
             continue
         lines.append(
             f"- {method}: PSF flux {_fmt(100 * (flux - 1), '+.2f')}% "
-            f"({_verdict(abs(flux - 1) <= FLUX_BIAS_MAX)}), aperture flux "
-            f"{_fmt(100 * (aperture - 1), '+.2f')}% ({_verdict(abs(aperture - 1) <= FLUX_BIAS_MAX)})."
+            f"({_verdict(abs(flux - 1) <= goals.flux_bias_max)}), aperture flux "
+            f"{_fmt(100 * (aperture - 1), '+.2f')}% ({_verdict(abs(aperture - 1) <= goals.flux_bias_max)})."
         )
     return lines
 
@@ -824,7 +651,7 @@ def run(
     *,
     out_dir: str | Path = "reports",
     fields: int | None = None,
-    sizes: tuple[int, ...] = (1024, 2048),
+    sizes: tuple[int, ...] | None = None,
     repeats: int = 3,
     peers: bool = True,
     scenarios: list[Scenario] | None = None,
@@ -832,17 +659,19 @@ def run(
     """Run the subtraction benchmark; write ``bench_subtraction.md``/``.json`` and the residual figure.
 
     ``fields`` limits the number of simulated pairs (``None``: all of ``scenarios``, by default
-    :func:`default_scenarios` of ``sizes``).
+    :func:`default_scenarios` of ``sizes``, by default the settings' sizes); ``peers``: run the
+    installed registered peers.
     """
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    scenarios = list(scenarios) if scenarios is not None else default_scenarios(sizes)
+    conf = settings(cfg)
+    scenarios = list(scenarios) if scenarios is not None else default_scenarios(conf, sizes)
     sizes = tuple(sorted({s.size for s in scenarios}))
     if fields is not None:
         scenarios = scenarios[: max(1, fields)]
     rows: list[dict] = []
     figure_detail = None
     for scenario in scenarios:
-        scenario_rows, detail = run_scenario(cfg, scenario, repeats=repeats, peers=peers)
+        scenario_rows, detail = run_scenario(cfg, scenario, conf, repeats=repeats, run_peers=peers)
         rows += scenario_rows
         # the figure shows the smallest frames on which the most methods succeeded
         rank = (scenario.size == sizes[0], len(detail["outputs"]))
@@ -858,17 +687,17 @@ def run(
         },
         "survey": cfg.survey.name,
         "scenarios": [s.name for s in scenarios],
-        "peers": available_peers(),
+        "peers": (peers_here := peer_status()),
         "peers_run": peers,
+        "peer_max_size": int(conf.peer_max_size),
         "goals": {
-            "speedup_min": SPEEDUP_MIN,
-            "flux_bias_max": FLUX_BIAS_MAX,
-            "comparisons": [list(c) for c in COMPARISONS],
+            **OmegaConf.to_container(conf.goals),
+            "comparisons": [[SUBTRACTORS.get(p).peer_of, p] for p in peers_here],
         },
         "summary": json.loads(summary.to_json(orient="records")),
         "pairs": json.loads(pd.DataFrame(rows).to_json(orient="records")),
     }
-    result["goal_lines"] = _goal_lines(summary, rows, result["peers"], peers)
+    result["goal_lines"] = _goal_lines(summary, rows, conf, peers_here, peers)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench_subtraction.json").write_text(json.dumps(result, indent=2))

@@ -108,6 +108,7 @@ def process_field(cfg: DictConfig | dict, field_id: int) -> FieldProducts:
             fill_value=fill,
             pixel_scale=survey.pixel_scale,
             catalog=fld.catalog,
+            psf_fit_errors=survey.psf_fit_errors,
             timer=timer,
         )
         frame, table, cut = pair.frame, pair.candidates, pair.stamps

@@ -65,6 +65,7 @@ def pair_candidates(
     fill_value: float,
     pixel_scale: float,
     catalog: pd.DataFrame | None = None,
+    psf_fit_errors: str = "variance",
     timer: StageTimer | None = None,
 ) -> PairCandidates:
     """Subtract ``reference`` from ``science``, detect, cut ``stamp_size`` stamps and measure them.
@@ -78,6 +79,7 @@ def pair_candidates(
         pixel_scale: arcsec / px.
         catalog: the survey's source catalogue with ``x``, ``y`` (px on this grid), ``mag`` and
             ``sgscore``, for the nearest-source features; ``None``: those features are NaN.
+        psf_fit_errors: the survey's PSF-fit error convention (``SurveyProfile.psf_fit_errors``).
         timer: stage timer (stages ``subtract``, ``detect``, ``cut``).
     """
     timer = timer or StageTimer()
@@ -85,7 +87,7 @@ def pair_candidates(
         science = subtract_background(science)
         reference = subtract_background(reference)
         difference = subtractor.subtract(science, reference)
-    frame = Frame(science, reference, difference, pixel_scale, catalog)
+    frame = Frame(science, reference, difference, pixel_scale, catalog, psf_fit_errors)
     with timer("detect"):
         det = detector.detect(difference)
     with timer("cut"):

@@ -44,9 +44,10 @@ from scipy.spatial import cKDTree
 from hybrid.data.fits import FitsFormatError, _Keywords, _native, _open_fits, _read_wcs
 from hybrid.detection import subtract_background
 from hybrid.exposure import Exposure, InvalidExposureError, Mask
+from hybrid.photometry import psf_fluxes
 from hybrid.psf import ImagePSF
-from hybrid.subtraction.psf_estimation import centroids, estimate_psf, psf_fluxes
-from hybrid.subtraction.stars import StarSelection, select_stars
+from hybrid.subtraction.psf_estimation import centroids, estimate_psf
+from hybrid.subtraction.stars import StarSelection, select_stars, unusable_pixels
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +318,10 @@ def fit_zero_point(
             raise InvalidExposureError(f"catalogue: column {col!r} missing (zero point of {exposure.source})")
     kernel = exposure.psf.image_at(0.0, 0.0, 15)
     stars = _stars(exposure, 10)
-    flux, _ = psf_fluxes(exposure, stars["x"].to_numpy(), stars["y"].to_numpy(), kernel)
+    invalid = unusable_pixels([exposure])
+    flux, _ = psf_fluxes(
+        exposure.image, exposure.variance, invalid, stars["x"].to_numpy(), stars["y"].to_numpy(), kernel
+    )
     cx, cy = exposure.wcs.all_world2pix(catalog["ra"].to_numpy(float), catalog["dec"].to_numpy(float), 0)
     ok = np.isfinite(cx) & np.isfinite(cy) & np.isfinite(catalog[mag_column].to_numpy(float))
     d, j = cKDTree(np.c_[cx[ok], cy[ok]]).query(np.c_[stars["x"], stars["y"]]) if ok.any() else (None, None)

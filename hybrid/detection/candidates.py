@@ -89,6 +89,7 @@ class Frame:
     difference: Difference
     pixel_scale: float
     catalog: pd.DataFrame | None = None
+    psf_fit_errors: str = "variance"  # the survey's PSF-fit convention (measure_stamps)
 
     def cut(self, x: np.ndarray, y: np.ndarray, size: int, fill_value: float = np.nan) -> StampSet:
         d = self.difference
@@ -105,16 +106,23 @@ class Frame:
         """Feature table of candidates at (x, y) whose cutouts are ``stamps``."""
         d = self.difference
         ny, nx = d.image.shape
-        psf = d.psf.image_at((nx - 1) / 2, (ny - 1) / 2, min(2 * (stamps.diff.shape[1] // 4) + 1, 21))
+        size = min(2 * (stamps.diff.shape[1] // 4) + 1, 21)
+        psf = d.psf.image_at((nx - 1) / 2, (ny - 1) / 2, size)
+        local = (
+            np.stack([d.psf.image_at(xi, yi, size) for xi, yi in zip(x, y, strict=True)])
+            if len(x)
+            else psf[None]
+        )
         table = measure_stamps(
             stamps.diff,
             stamps.variance,
             stamps.mask,
-            psf,
+            local,
             sign,
             zero_point=d.zero_point,
             pixel_scale=self.pixel_scale,
             score=stamps.score,
+            psf_fit_errors=self.psf_fit_errors,
         )
         table = pd.concat([table, nearest_source_features(x, y, self.catalog, self.pixel_scale)], axis=1)
         fwhm_sci = float(self.science.psf.fwhm_at((nx - 1) / 2, (ny - 1) / 2)) * self.pixel_scale

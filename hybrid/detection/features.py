@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
+from hybrid.photometry import forced_psf_fluxes, stamp_aperture_fluxes
+
 #: AB magnitude of 1 microjansky: fluxes are features in uJy, never in a detector's DN, so that a model
 #: trained at one zero point reads another survey's (or another night's) fluxes the same way.
 AB_ZERO_POINT_UJY = 23.9
@@ -58,43 +60,52 @@ def measure_stamps(
     zero_point: float,
     pixel_scale: float,
     score: np.ndarray | None = None,
+    psf_fit_errors: str = "variance",
 ) -> pd.DataFrame:
     """Measure candidates at the centres of difference-image stamps.
 
     Args:
         diff, variance, mask: (N, S, S) stamps of the difference image (ADU), its variance (ADU^2)
             and its mask bits; NaN pixels are treated as missing.
-        psf: (K, K) unit-sum PSF of the difference, K odd and <= S.
+        psf: (K, K) unit-sum PSF of the difference, K odd and <= S, or (N, K, K): each candidate's own
+            (the PSF varies across a frame; a fit with another place's PSF leaves chi2 on bright
+            sources).
         sign: +1 or -1 per candidate (detected on +D or -D).
         zero_point: magnitude of 1 ADU in the difference image (fluxes are returned in uJy with it).
         pixel_scale: arcsec / pixel.
         score: optional (N, S, S) stamps of a detection score (ZOGY's S_corr, in sigma).
+        psf_fit_errors: how the PSF fit weighs pixels and states its error (the survey's convention):
+            ``"variance"``: each pixel by its own variance (sky, read noise and the sources' photons),
+            the error from those weights, chi2 per pixel of the box; ``"background_chi2"``: every
+            pixel by the stamp's background variance (its median), chi2 weighted by the PSF (the
+            core the fit relies on) and the error scaled by sqrt(max(chi2, 1)), so the photon noise
+            of a bright star under a candidate and any subtraction residual show as chi2 and inflate
+            the error. ZTF's alerts follow the second: over the real alerts of
+            fink-science 7.4.0, sigmapsf relative to the diffmaglim error grows with the brightness
+            of the underlying PS1 source as sqrt(chipsf) does (both ~3 at 14-15 mag, ~1.2 at 17-18).
     """
+    if psf_fit_errors not in ("variance", "background_chi2"):
+        raise ValueError(f"psf_fit_errors must be 'variance' or 'background_chi2', got {psf_fit_errors!r}")
     n, s, _ = diff.shape
     c = s // 2
-    k = psf.shape[0] // 2
+    psf = psf if psf.ndim == 3 else psf[None]
+    k = psf.shape[-1] // 2
     sl = slice(c - k, c + k + 1)
     sgn = sign.astype(np.float32)[:, None, None]
     d = diff[:, sl, sl] * sgn
     v = variance[:, sl, sl]
+    if psf_fit_errors == "background_chi2":  # every pixel weighed by the stamp's background level
+        with np.errstate(all="ignore"):  # a stamp without finite variance stays NaN
+            background = np.nanmedian(np.where(variance > 0, variance, np.nan), axis=(1, 2))
+        v = np.where(np.isfinite(v), background[:, None, None], np.nan)
+    # forced photometry at the stamp centre (ZTF's magpsf) and in a circle of about one FWHM
+    flux, flux_err, chi2 = forced_psf_fluxes(d, v, psf, background_chi2=psf_fit_errors == "background_chi2")
+    fwhm_px = _psf_fwhm(psf.mean(axis=0))
+    flux_ap, err_ap = stamp_aperture_fluxes(d, v, max(fwhm_px, 2.0))
     good = np.isfinite(d) & np.isfinite(v) & (v > 0)
     d0 = np.where(good, d, 0.0)
-    w = np.where(good, 1.0 / np.where(good, v, 1.0), 0.0)
-    p = psf[None]
-    # optimal (inverse-variance weighted) PSF photometry at a fixed position
-    denom = (p * p * w).sum(axis=(1, 2))
-    flux = (p * d0 * w).sum(axis=(1, 2)) / np.maximum(denom, 1e-30)
-    flux_err = 1.0 / np.sqrt(np.maximum(denom, 1e-30))
-    resid = (d0 - flux[:, None, None] * p) ** 2 * w
-    chi2 = resid.sum(axis=(1, 2)) / np.maximum(good.sum(axis=(1, 2)) - 1, 1)
-
-    # aperture photometry within one PSF FWHM-ish radius (2 px minimum)
-    fwhm_px = _psf_fwhm(psf)
     yy, xx = np.mgrid[-k : k + 1, -k : k + 1]
     r2 = xx * xx + yy * yy
-    ap = r2 <= max(fwhm_px, 2.0) ** 2
-    flux_ap = (d0 * ap).sum(axis=(1, 2))
-    var_ap = (np.where(good, v, 0.0) * ap).sum(axis=(1, 2))
 
     # shape: Gaussian-weighted second moments of the source's own (positive) pixels, corrected for the
     # weight (adaptive-moment style); like SExtractor's, on which ZTF's fwhm and elong are measured,
@@ -141,7 +152,7 @@ def measure_stamps(
             "isdiffpos": sign > 0,
             "chi2_psf": chi2,
             "flux_aper": flux_ap * sign * to_ujy,
-            "snr_aper": flux_ap / np.sqrt(np.maximum(var_ap, 1e-30)),
+            "snr_aper": flux_ap / err_ap,
             "fwhm": fwhm,
             "elongation": a / b,
             "ellipticity": 1.0 - b / a,

@@ -97,6 +97,8 @@ class SurveyProfile:
         alert_features: features the survey's alerts carry at alert time (None: all of them).
         alert_cuts: feature -> [min, max] (either null) that a detection must meet to be issued as an
             alert (the stream's own selection, so that the simulated candidates are the stream's).
+        psf_fit_errors: how the survey's pipeline weighs pixels in the PSF fit of a candidate and
+            states its error (``hybrid.detection.features.measure_stamps``).
     """
 
     name: str
@@ -126,6 +128,7 @@ class SurveyProfile:
     cutouts: CutoutConvention = field(default_factory=CutoutConvention)
     alert_features: tuple[str, ...] | None = None
     alert_cuts: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    psf_fit_errors: str = "variance"
 
     def __post_init__(self) -> None:
         if not isinstance(self.cutouts, CutoutConvention):  # a mapping, from a Hydra config

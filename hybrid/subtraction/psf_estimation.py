@@ -9,16 +9,10 @@ isolated, unsaturated stars of :mod:`hybrid.subtraction.stars`:
   stacked into one PSF image, whose pedestal (the median of its outer ring) is removed. This is the
   empirical-PSF approach of e.g. Anderson & King (2000, PASP 112, 1360) without their oversampling:
   at 2.1 px FWHM (ZTF) the interpolation broadens the PSF by ~2% in FWHM, at 3 px by < 0.5%.
-* :func:`stamp_fluxes` -- fluxes of the aligned stamps the PSF was stacked from, through a fixed
-  Gaussian window normalised by the PSF: the interpolation's broadening, common to PSF and stamps,
-  and the PSF's noise do not bias them (used with estimated PSFs);
-* :func:`psf_fluxes` -- PSF-fit fluxes: ``f P + b`` fitted by least squares with the PSF shifted to
-  each star's sub-pixel position and a local background ``b``, errors from the variance plane;
-* :func:`aperture_fluxes` -- circular-aperture fluxes divided by the PSF's own fraction of flux in
-  the aperture (aperture correction), i.e. the flux within the PSF image. A PSF-fit flux is biased
-  by about the relative error of the PSF's width (a few per cent for estimated PSFs of undersampled
-  images) while an aperture of 3 FWHM is almost insensitive to it, but the aperture picks up any
-  sky-subtraction error over its ~30 FWHM^2 area, which in crowded fields is the larger error.
+* fluxes of the stars, in both exposures, are measured with :mod:`hybrid.photometry`
+  (:func:`~hybrid.photometry.windowed_stamp_fluxes` on the aligned stamps an estimated PSF was
+  stacked from, :func:`~hybrid.photometry.psf_fluxes` or :func:`~hybrid.photometry.aperture_fluxes`
+  on the frames);
 * :func:`fit_flux_ratio` -- ``F_r / F_n`` (reference ADU per science ADU of one source) as the
   sigma-clipped inverse-variance weighted mean of the stars' flux ratios, so variable stars and
   transients on stars do not pull it. Each ratio's error gets a 0.5% floor so that the brightest
@@ -36,13 +30,13 @@ from scipy import ndimage
 
 from hybrid.exposure import Exposure, InvalidExposureError
 from hybrid.stats import mad_sigma
-from hybrid.subtraction.stars import UNUSABLE
+from hybrid.subtraction.stars import unusable_pixels
 
 _RATIO_FLOOR = 0.005  # fractional systematic floor of each star's flux ratio
 
 
 def _clean(exposure: Exposure) -> np.ndarray:
-    invalid = ((exposure.mask & UNUSABLE) != 0) | ~np.isfinite(exposure.image)
+    invalid = unusable_pixels([exposure])
     return np.ascontiguousarray(np.where(invalid, 0.0, exposure.image), dtype=np.float32)
 
 
@@ -169,94 +163,6 @@ def estimate_psf(
     return psf / psf.sum()
 
 
-def stamp_fluxes(
-    stamps: np.ndarray, variances: np.ndarray, psf: np.ndarray, *, fwhm: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fluxes and errors of centred ``stamps`` (from :func:`aligned_stamps`) whose PSF ``psf`` (unit
-    sum, same size) was stacked from them.
-
-    Each stamp is modelled as ``f psf + b`` and measured through a fixed Gaussian window ``W`` of the
-    given FWHM (pixels) and the mean over an annulus ``A`` of 2.5 to 4 FWHM:
-    ``sum(W S) = f sum(W psf) + b sum(W)`` and ``mean_A(S) = f mean_A(psf) + b``, solved for ``f``.
-    Measuring the stamps the PSF was stacked from gives fluxes and PSF the same interpolation, so its
-    broadening does not bias them; the estimator is linear in ``psf``, so the PSF's noise does not
-    bias it either (a PSF-weighted fit would underestimate the flux of the noisier exposure by its
-    PSF's noise power); and ``b`` absorbs the residual background of each stamp.
-    """
-    side = stamps.shape[1]
-    u = np.arange(side) - side // 2
-    r = np.hypot(u[None, :], u[:, None])
-    window = np.exp(-0.5 * (r / (fwhm / 2.3548)) ** 2)
-    annulus = (r >= 2.5 * fwhm) & (r <= 4.0 * fwhm)
-    if annulus.sum() < 8:  # a small stamp: the outermost ring
-        annulus = r >= r.max() - 2.0
-    a_w = (window * psf).sum() - psf[annulus].mean() * window.sum()
-    flux = ((stamps * window).sum(axis=(1, 2)) - stamps[:, annulus].mean(axis=1) * window.sum()) / a_w
-    # error: the window term (the annulus mean averages many pixels and is neglected)
-    err = np.sqrt((variances * window**2).sum(axis=(1, 2))) / a_w
-    return flux, err
-
-
-def psf_fluxes(
-    exposure: Exposure, x: np.ndarray, y: np.ndarray, psf: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """PSF-fit fluxes and errors (ADU) at sub-pixel positions ``(x, y)``.
-
-    ``psf`` is the PSF image (unit sum) or its central part, one ``(size, size)`` for all stars or
-    ``(n, size, size)``, one per star: the fit ``f psf + b`` then returns the flux of the whole
-    unit-sum PSF from the pixels of the part. Stars whose stamp leaves the frame or touches an
-    unusable pixel get NaN.
-    """
-    data = _clean(exposure)
-    invalid = ((exposure.mask & UNUSABLE) != 0) | ~np.isfinite(exposure.image)
-    ny, nx = data.shape
-    kernels = np.broadcast_to(psf, (len(x), *np.shape(psf)[-2:]))
-    half = kernels.shape[-1] // 2
-    flux = np.full(len(x), np.nan)
-    err = np.full(len(x), np.nan)
-    for i, (xs, ys) in enumerate(zip(x, y, strict=True)):
-        ix, iy = int(np.rint(xs)), int(np.rint(ys))
-        if ix - half < 0 or iy - half < 0 or ix + half >= nx or iy + half >= ny:
-            continue
-        box = (slice(iy - half, iy + half + 1), slice(ix - half, ix + half + 1))
-        if invalid[box].any():
-            continue
-        p = ndimage.shift(kernels[i], (ys - iy, xs - ix), order=3, mode="constant")
-        # fit f P + b: a local background offset (sky-subtraction error, unresolved light) must
-        # not leak into the flux; the error is that of f with b marginalised
-        design = np.column_stack([p.ravel(), np.ones(p.size)])
-        cov = np.linalg.inv(design.T @ design)
-        coef = cov @ (design.T @ data[box].ravel().astype(np.float64))
-        weights = cov[0] @ design.T
-        flux[i] = coef[0]
-        err[i] = np.sqrt((weights**2 * exposure.variance[box].ravel()).sum())
-    return flux, err
-
-
-def aperture_fluxes(
-    exposure: Exposure, x: np.ndarray, y: np.ndarray, radius: float, psf: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Aperture-corrected fluxes and errors (ADU): flux in a circle of ``radius`` pixels at ``(x, y)``
-    divided by the fraction of the unit-sum ``psf`` image within the same circle.
-
-    Stars whose aperture leaves the frame or touches an unusable pixel get NaN.
-    """
-    data = _clean(exposure)
-    invalid = ((exposure.mask & UNUSABLE) != 0) | ~np.isfinite(exposure.image)
-    var = np.where(invalid, 0.0, exposure.variance).astype(np.float32)
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    flux, err, _ = sep.sum_circle(data, x, y, radius, var=var)
-    bad, _, _ = sep.sum_circle(invalid.astype(np.float32), x, y, radius + 1.0)
-    ny, nx = data.shape
-    outside = (x - radius < 0) | (y - radius < 0) | (x + radius > nx - 1) | (y + radius > ny - 1)
-    c = psf.shape[0] // 2
-    fraction = sep.sum_circle(np.ascontiguousarray(psf, dtype=np.float64), [float(c)], [float(c)], radius)[0][
-        0
-    ]
-    flux = np.where((bad > 0) | outside, np.nan, flux) / fraction
-    return flux, np.asarray(err) / fraction
-
-
 def fit_flux_ratio(
     f_ref: np.ndarray,
     e_ref: np.ndarray,
@@ -292,10 +198,7 @@ def fit_flux_ratio(
 
 __all__ = [
     "aligned_stamps",
-    "aperture_fluxes",
     "centroids",
     "estimate_psf",
     "fit_flux_ratio",
-    "psf_fluxes",
-    "stamp_fluxes",
 ]

@@ -17,7 +17,8 @@ and kept where a stamp around them is usable in every exposure of the pair:
   the bright stars of sparse frames looked extended and were lost. The locus is the median radius
   of the smaller half of the candidates, so that galaxies, even where they are half of the
   candidates, do not pull it;
-* at least ``snr_min`` in a circular aperture of radius ``2 FWHM``.
+* at least ``snr_min`` in a circular aperture of radius ``2 FWHM`` (:mod:`hybrid.photometry`; an
+  aperture that touches a masked pixel or leaves the frame has no S/N).
 
 The brightest survivors are taken cell by cell on a ``cells x cells`` grid so that a spatially
 varying fit sees the whole frame, not only its richest corner. Positions are 0-based pixels, numpy
@@ -36,6 +37,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from hybrid.exposure import Exposure, InvalidExposureError, Mask
+from hybrid.photometry import aperture_fluxes
 
 # crowded frames need more than sep's default pixel stack; the setting is process-wide in sep
 sep.set_extract_pixstack(2_000_000)
@@ -77,7 +79,8 @@ class StarSelection:
     snr_in_all: bool = False
 
 
-def _unusable(exposures: Sequence[Exposure]) -> np.ndarray:
+def unusable_pixels(exposures: Sequence[Exposure]) -> np.ndarray:
+    """Pixels not to measure on in any of ``exposures``: masked ``UNUSABLE`` or not finite."""
     bad = np.zeros(exposures[0].shape, bool)
     for exp in exposures:
         bad |= (exp.mask & UNUSABLE) != 0
@@ -124,7 +127,7 @@ def select_stars(
     sel = selection or StarSelection()
     exposures = [detect_on, *others]
     ny, nx = detect_on.shape
-    invalid = _unusable(exposures)
+    invalid = unusable_pixels(exposures)
     objs = detect_sources(detect_on, sel.threshold, sel.min_area, invalid)
     empty = pd.DataFrame(columns=["x", "y", "flux", "flux_err", "snr", "peak", "size", "r50"], dtype=float)
     if len(objs) == 0:
@@ -160,10 +163,14 @@ def select_stars(
     # aperture S/N before the half-light radii, which cost more and are only needed for the survivors
     flux, flux_err, snr = (np.full(len(objs), np.nan) for _ in range(3))
     if ok.any():
-        flux[ok], flux_err[ok], snr[ok] = _aperture(detect_on, invalid, x[ok], y[ok], 2.0 * fwhm)
+        flux[ok], flux_err[ok] = aperture_fluxes(
+            detect_on.image, detect_on.variance, invalid, x[ok], y[ok], 2.0 * fwhm
+        )
+        snr[ok] = flux[ok] / np.maximum(flux_err[ok], 1e-30)
         if sel.snr_in_all:
             for exp in others:
-                snr[ok] = np.minimum(snr[ok], _aperture(exp, invalid, x[ok], y[ok], 2.0 * fwhm)[2])
+                f, e = aperture_fluxes(exp.image, exp.variance, invalid, x[ok], y[ok], 2.0 * fwhm)
+                snr[ok] = np.minimum(snr[ok], f / np.maximum(e, 1e-30))
         ok &= snr >= sel.snr_min
     r50 = np.full(len(objs), np.nan)
     if ok.any():
@@ -202,15 +209,6 @@ def half_light_radius(
     xs, ys = np.array(x, dtype=float), np.array(y, dtype=float)
     r, flag = sep.flux_radius(data, xs, ys, np.full(len(xs), float(rmax)), 0.5, subpix=5)
     return np.where(flag == 0, r, np.nan)
-
-
-def _aperture(
-    exposure: Exposure, invalid: np.ndarray, x: np.ndarray, y: np.ndarray, radius: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    data = np.ascontiguousarray(np.where(invalid, 0.0, exposure.image), dtype=np.float32)
-    err = np.ascontiguousarray(np.sqrt(np.where(invalid, 1.0, exposure.variance)), dtype=np.float32)
-    flux, flux_err, _ = sep.sum_circle(data, x, y, radius, err=err)
-    return flux, flux_err, flux / np.maximum(flux_err, 1e-30)
 
 
 def _spread(table: pd.DataFrame, shape: tuple[int, int], cells: int, max_stars: int) -> pd.DataFrame:

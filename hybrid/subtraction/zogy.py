@@ -73,19 +73,12 @@ import scipy.fft as sfft
 from scipy import ndimage
 
 from hybrid.exposure import Difference, Exposure, InvalidExposureError, Mask, adu_ratio, check_aligned
+from hybrid.photometry import aperture_fluxes, psf_fluxes, windowed_stamp_fluxes
 from hybrid.psf import ImagePSF
 from hybrid.stats import MAD_TO_SIGMA, mad_sigma
 from hybrid.subtraction import SUBTRACTORS, Subtractor
-from hybrid.subtraction.psf_estimation import (
-    aligned_stamps,
-    aperture_fluxes,
-    centroids,
-    estimate_psf,
-    fit_flux_ratio,
-    psf_fluxes,
-    stamp_fluxes,
-)
-from hybrid.subtraction.stars import StarSelection, require_stars, select_stars
+from hybrid.subtraction.psf_estimation import aligned_stamps, centroids, estimate_psf, fit_flux_ratio
+from hybrid.subtraction.stars import StarSelection, require_stars, select_stars, unusable_pixels
 from hybrid.subtraction.tiling import Tile, TiledPSF, make_tiles, tile_edges
 
 log = logging.getLogger(__name__)
@@ -562,6 +555,7 @@ class ZOGYSubtractor(Subtractor):
         fwhm = float(stars.attrs.get("fwhm", science.psf.fwhm_at(*tiles[0].centre)))
         size = psfs[0][0].shape[0]
         stamps = None
+        bad_n, bad_r = unusable_pixels([science]), unusable_pixels([reference])
         if self.flux_ratio_photometry == "psf" and psf_mode == "estimate":
             # measure the very stamps the PSFs were stacked from (the stars' stamps fit the frame)
             stamps = [
@@ -576,20 +570,24 @@ class ZOGYSubtractor(Subtractor):
                 continue
             if self.flux_ratio_photometry == "aperture":
                 radius = min(3.0 * fwhm, size // 2 - 1.0)
-                f_n[inside], e_n[inside] = aperture_fluxes(science, xs[inside], ys[inside], radius, p_n)
-                f_r[inside], e_r[inside] = aperture_fluxes(reference, xs[inside], ys[inside], radius, p_r)
+                f_n[inside], e_n[inside] = aperture_fluxes(
+                    science.image, science.variance, bad_n, xs[inside], ys[inside], radius, psf=p_n
+                )
+                f_r[inside], e_r[inside] = aperture_fluxes(
+                    reference.image, reference.variance, bad_r, xs[inside], ys[inside], radius, psf=p_r
+                )
             elif stamps is not None:
                 (sn, vn), (sr, vr) = stamps
-                f_n[inside], e_n[inside] = stamp_fluxes(sn[inside], vn[inside], p_n, fwhm=fwhm)
-                f_r[inside], e_r[inside] = stamp_fluxes(sr[inside], vr[inside], p_r, fwhm=fwhm)
+                f_n[inside], e_n[inside] = windowed_stamp_fluxes(sn[inside], vn[inside], p_n, fwhm=fwhm)
+                f_r[inside], e_r[inside] = windowed_stamp_fluxes(sr[inside], vr[inside], p_r, fwhm=fwhm)
             else:
                 kn[inside] = p_n[lo : lo + core, lo : lo + core]
                 kr[inside] = p_r[lo : lo + core, lo : lo + core]
         if self.flux_ratio_photometry == "psf" and stamps is None:
             # PSF fit on the core, where the flux information is (and few neighbours are); the core
             # is not renormalised, so the fit returns the flux of the whole PSF image
-            f_n, e_n = psf_fluxes(science, xs, ys, kn)
-            f_r, e_r = psf_fluxes(reference, xs, ys, kr)
+            f_n, e_n = psf_fluxes(science.image, science.variance, bad_n, xs, ys, kn)
+            f_r, e_r = psf_fluxes(reference.image, reference.variance, bad_r, xs, ys, kr)
         return fit_flux_ratio(
             f_r,
             e_r,

@@ -30,9 +30,27 @@ import yaml
 from hybrid.config import CONF_DIR, REPO_ROOT, load_config
 from hybrid.rundir import RunDir
 
-__all__ = ["RUN_DEFAULTS", "Job", "StudyRunner", "by_seed", "train_in_process"]
+__all__ = [
+    "EXECUTION_ONLY",
+    "RUN_DEFAULTS",
+    "Job",
+    "StudyRunner",
+    "by_seed",
+    "execution_only",
+    "train_in_process",
+]
 
-#: quiet, single-threaded runs (several share the machine); no W&B
+#: prefixes of the overrides that say how a run goes (workers, threads, progress bars, logging), not
+#: what it measures: reports and study names leave them out
+EXECUTION_ONLY = ("data.workers", "data.progress", "train.threads", "trainer.enable_progress_bar", "logger.")
+
+
+def execution_only(override: str) -> bool:
+    """Whether a Hydra override (``key=value``, ``+key=value``, ``~key``) only says how a run goes."""
+    return override.lstrip("+~").startswith(EXECUTION_ONLY)
+
+
+#: quiet, single-threaded runs (several share the machine); no W&B (all of them execution-only)
 RUN_DEFAULTS = [
     "logger.wandb.enabled=false",
     "trainer.enable_progress_bar=false",

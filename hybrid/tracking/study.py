@@ -31,23 +31,21 @@ import yaml
 
 from hybrid.config import REPO_ROOT as ROOT
 from hybrid.tracking.compare import compare, write_report
+from hybrid.tracking.runner import EXECUTION_ONLY
 from hybrid.tracking.runs import Run, find_runs
 
 __all__ = ["Study", "load_study", "run_study"]
 
-# overrides that choose where and how fast a study runs, not what it measures
+# overrides that choose where a study runs (launcher, accelerator, paths), on top of the runner's
+# execution-only ones (how fast and how quietly): neither changes what is studied
 EXECUTION_OVERRIDES = (
+    *EXECUTION_ONLY,
     "hydra/launcher",
     "hydra.launcher",
     "trainer=",
     "trainer.accelerator",
     "trainer.devices",
     "trainer.precision",
-    "trainer.enable_progress_bar",
-    "train.threads",
-    "data.workers",
-    "data.progress",
-    "logger.",
     "paths.",
 )
 
