@@ -51,8 +51,19 @@ def assert_scores_equal(got: pd.DataFrame, want: pd.DataFrame) -> None:
         np.testing.assert_allclose(got[c].to_numpy(np.float64), want[c].to_numpy(np.float64), rtol=1e-5)
 
 
+def fink_module_frame(spark, bundle: Path, alerts):
+    """The alerts scored as Fink runs a science module: the pandas_udf over the alert columns."""
+    from pyspark.sql import functions as F
+
+    score = spark_module.hybrid_udf(bundle)(*spark_module.ALERT_COLUMNS)
+    return alerts.select(F.col("candid").cast("string").alias("alert_id"), score.alias("h")).select(
+        "alert_id", "h.*"
+    )
+
+
+@pytest.mark.parametrize("engine", ["stream_job_map_in_arrow", "fink_pandas_udf"])
 def test_udf_scores_equal_hybrid_predict_with_model_version_and_rejections(
-    spark, tiny_bundle: Path, tmp_path: Path
+    spark, tiny_bundle: Path, tmp_path: Path, engine: str
 ) -> None:
     bad, expect = malformed_alerts()
     mixed = tmp_path / "mixed.parquet"
@@ -60,7 +71,8 @@ def test_udf_scores_equal_hybrid_predict_with_model_version_and_rejections(
     want = predicted(tiny_bundle, [mixed], tmp_path / "scores.parquet")
 
     alerts = spark.read.parquet(str(mixed))
-    got = spark_module.scored_frame(spark, tiny_bundle, alerts).toPandas().set_index("alert_id")
+    frame = spark_module.scored_frame if engine == "stream_job_map_in_arrow" else fink_module_frame
+    got = frame(spark, tiny_bundle, alerts).toPandas().set_index("alert_id")
     assert len(got) == len(records() + bad) and got.index.is_unique  # one row per alert
     assert_scores_equal(got, want)
     assert (got["model_version"] == load_bundle(tiny_bundle).version).all()
@@ -121,3 +133,9 @@ def test_bench_stream_writes_its_report(tmp_path: Path) -> None:
     assert md.read_text().startswith("# Streaming benchmark")
     assert set(result["alerts_per_s_median"]) == {"spark_local_2", "hybrid_predict_2_workers"}
     assert all(v > 0 for v in result["alerts_per_s_per_core_median"].values())
+    spark_cpu = result["cpu_us_per_alert_median"]["spark_local_2"]
+    assert spark_cpu["jvm"] > 0 and spark_cpu["python_workers"] > 0  # both sides of the exchange
+    no_python = result["cpu_us_per_alert_median"]["spark_no_python"]
+    assert no_python["python_workers"] < spark_cpu["python_workers"] / 10  # idle workers only
+    stages = result["python_stages_cpu_us_per_alert_single_thread"]
+    assert stages["gunzip"] > 0 and stages["model"] > 0

@@ -171,7 +171,8 @@ class Predictor:
     def score_arrays(self, stamps: np.ndarray | None, features: np.ndarray | None) -> dict[str, np.ndarray]:
         """Output name -> values for raw stamps (N, 3, S, S) in sci/ref/diff order and raw features
         (N, F) in the bundle's feature order (one call; no threads)."""
-        if stamps is not None and self.channel_index:
+        # a copy of the whole batch's stamps only when the bundle takes other channels than all three
+        if stamps is not None and self.channel_index and self.channel_index != list(range(stamps.shape[1])):
             stamps = stamps[:, self.channel_index]
         return self.bundle.run(stamps, features)
 

@@ -14,7 +14,10 @@ is such a module for an export bundle:
   scored, else null; its scores are then null).
 
 The UDF decodes and scores with the code of ``hybrid predict`` (:mod:`hybrid.serving.stream`), so the
-scores equal its scores. :func:`stream_alerts` is ``hybrid stream --engine spark``: a streaming query
+scores equal its scores. :func:`scored_frame` scores a DataFrame of alerts the faster way, with
+``mapInArrow`` and :func:`score_arrow_batch` (the same reader and scoring function; no input rows
+buffered in the JVM, no pandas conversion of the cutouts; ``hybrid bench stream`` measures where the
+time goes). :func:`stream_alerts` is ``hybrid stream --engine spark``: a streaming query
 over a directory of alert Parquet files (Fink's layout) into a Parquet sink, with a checkpoint, so a
 killed job started again resumes where it stopped and scores every alert exactly once. Exactly once
 holds for readers that follow the sink's ``_spark_metadata`` log (Spark itself, or
@@ -38,7 +41,7 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 
 from hybrid.data.readers.base import ID_COLUMNS
-from hybrid.data.readers.ztf import CUTOUTS, USED, ZtfChunk
+from hybrid.data.readers.ztf import CUTOUTS, USED, ZtfChunk, ZtfParquetReader
 from hybrid.serving.stream import cached_predictor, output_dtypes, resolved, score_chunk
 
 log = logging.getLogger(__name__)
@@ -118,7 +121,13 @@ def hybrid_udf(bundle: str | Path):
 
 
 def local_session(master: str = "local[2]", *, app: str = "hybrid"):
-    """A Spark session for this machine: no UI, Arrow batches of 1,024 alerts, this Python."""
+    """A Spark session for this machine: no UI, Arrow batches of 1,024 alerts, this Python.
+
+    Input splits keep Spark's default size (128 MB, about 3,000 ZTF alerts): Spark still splits a
+    micro-batch of few files over the cores (it caps a split at the input's bytes per core), and
+    fewer, larger tasks cost about 40 us of JVM and 30 us of Python CPU per alert less than 16 MB
+    splits (measured with ``hybrid.bench.stream.spark_round``, interleaved).
+    """
     from pyspark.sql import SparkSession
 
     # pyspark warns on every UDF under pandas 3; the UDF's columns are plain numbers, strings, bytes
@@ -130,7 +139,6 @@ def local_session(master: str = "local[2]", *, app: str = "hybrid"):
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "1024")
-        .config("spark.sql.files.maxPartitionBytes", "16m")  # split a night's file over the cores
         .config("spark.pyspark.python", sys.executable)
         .config("spark.pyspark.driver.python", sys.executable)
         .getOrCreate()
@@ -139,20 +147,63 @@ def local_session(master: str = "local[2]", *, app: str = "hybrid"):
     return session
 
 
+def scores_schema(bundle: str | Path):
+    """The Spark struct type of :func:`scored_frame`'s rows: ``alert_id``, ``object_id`` and
+    :func:`output_schema`'s fields."""
+    from pyspark.sql import types as T
+
+    ids = [T.StructField("alert_id", T.StringType(), True), T.StructField("object_id", T.StringType(), True)]
+    return T.StructType(ids + list(output_schema(bundle).fields))
+
+
+def score_arrow_batch(bundle: str, batch: Any, schema: Any) -> Any:
+    """One Arrow record batch of alerts in Fink's layout -> its scores as a record batch of ``schema``.
+
+    The batch becomes a chunk exactly as ``hybrid predict`` reads a Parquet batch
+    (:meth:`~hybrid.data.readers.ztf.ZtfParquetReader.chunk_from_arrow`) and is scored by the
+    executor's cached Predictor; ``alert_id`` is ``candid`` as text and ``object_id`` ``objectId``
+    (both null where the alert lacks them).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = score_chunk(cached_predictor(bundle), ZtfParquetReader.chunk_from_arrow(batch, "spark"))
+    scores = pa.RecordBatch.from_pandas(
+        rows.drop(columns=[c for c in ID_COLUMNS if c in rows]), schema=pa.schema(list(schema)[2:])
+    )
+    ids = [pc.cast(batch.column("candid"), pa.string()), batch.column("objectId").cast(pa.string())]
+    return pa.RecordBatch.from_arrays(ids + scores.columns, schema=schema)
+
+
 def scored_frame(spark, bundle: str | Path, source: Any):
     """``source`` (a DataFrame of alerts in Fink's layout) as the scores table: ``alert_id``,
-    ``object_id`` and the UDF's columns."""
-    from pyspark.sql import functions as F
+    ``object_id`` and :func:`hybrid_udf`'s columns.
 
-    # only the candidate fields the reader uses go to Python (Spark then reads only those columns)
+    Scored with ``mapInArrow`` rather than the ``pandas_udf``: the alerts' Arrow batches go to the
+    Python workers and the scores come back, with no copy of the input rows kept in the JVM to join
+    the scores to (a scalar UDF's executor buffers every input row, cutouts included) and no pandas
+    conversion of the cutouts; the scoring code is the same (``hybrid bench stream`` measures it).
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    path = resolved(bundle)
+    # only what the reader uses goes to Python (Spark then reads only those Parquet columns)
     fields = [f for f in source.schema["candidate"].dataType.names if f in USED]
-    candidate = F.struct(*(F.col(f"candidate.{f}") for f in fields)).alias("candidate")
-    columns = [candidate if c == "candidate" else F.col(c) for c in ALERT_COLUMNS]
-    return source.select(
-        F.col("candid").cast("string").alias("alert_id"),
-        F.col("objectId").alias("object_id"),
-        hybrid_udf(bundle)(*columns).alias("hybrid"),
-    ).select("alert_id", "object_id", "hybrid.*")
+    columns = [
+        F.col("objectId"),
+        F.col("candid"),
+        F.struct(*(F.col(f"candidate.{f}") for f in fields)).alias("candidate"),
+        *(F.struct(F.col(f"{c}.stampData").alias("stampData")).alias(c) for c in CUTOUTS.values()),
+    ]
+    schema = scores_schema(path)
+    arrow = to_arrow_schema(schema)
+
+    def score(batches):
+        for batch in batches:
+            yield score_arrow_batch(path, batch, arrow)
+
+    return source.select(*columns).mapInArrow(score, schema)
 
 
 def stream_alerts(
