@@ -141,6 +141,11 @@ def _usable(stamps: np.ndarray, variances: np.ndarray) -> np.ndarray:
     return np.isfinite(stamps) & np.isfinite(variances) & (variances > 0)
 
 
+#: How a survey's pipeline weighs the pixels of a candidate's PSF fit and states its error
+#: (``hybrid.detection.features.measure_stamps``).
+PSF_FIT_ERRORS = ("variance", "background_chi2")
+
+
 def forced_psf_fluxes(
     stamps: np.ndarray, variances: np.ndarray, psf: np.ndarray, *, background_chi2: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from hybrid.photometry import forced_psf_fluxes, stamp_aperture_fluxes
+from hybrid.photometry import PSF_FIT_ERRORS, forced_psf_fluxes, stamp_aperture_fluxes
 
 #: AB magnitude of 1 microjansky: fluxes are features in uJy, never in a detector's DN, so that a model
 #: trained at one zero point reads another survey's (or another night's) fluxes the same way.
@@ -84,8 +84,8 @@ def measure_stamps(
             fink-science 7.4.0, sigmapsf relative to the diffmaglim error grows with the brightness
             of the underlying PS1 source as sqrt(chipsf) does (both ~3 at 14-15 mag, ~1.2 at 17-18).
     """
-    if psf_fit_errors not in ("variance", "background_chi2"):
-        raise ValueError(f"psf_fit_errors must be 'variance' or 'background_chi2', got {psf_fit_errors!r}")
+    if psf_fit_errors not in PSF_FIT_ERRORS:
+        raise ValueError(f"psf_fit_errors must be one of {PSF_FIT_ERRORS}, got {psf_fit_errors!r}")
     n, s, _ = diff.shape
     c = s // 2
     psf = psf if psf.ndim == 3 else psf[None]

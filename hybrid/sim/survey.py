@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from hybrid.photometry import PSF_FIT_ERRORS
 from hybrid.psf import moffat_alpha
 
 
@@ -143,6 +144,11 @@ class SurveyProfile:
             raise ValueError(
                 f"survey {self.name}: exposure_times {self.exposure_times} and exposure_time_weights "
                 f"{self.exposure_time_weights} differ in length"
+            )
+        if self.psf_fit_errors not in PSF_FIT_ERRORS:
+            raise ValueError(
+                f"survey {self.name}: psf_fit_errors must be one of {PSF_FIT_ERRORS}, "
+                f"got {self.psf_fit_errors!r}"
             )
         if not 0.0 <= self.clear_fraction <= 1.0:
             raise ValueError(
